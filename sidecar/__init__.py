@@ -1,0 +1,1 @@
+"""Chartgate sidecar: the policy enforcement point that sits beside one agent."""

@@ -1,0 +1,1 @@
+"""Policy evaluation: the engine seam, its Rego implementations, and the input they are given."""
