@@ -1,0 +1,140 @@
+"""The `chartgate` command: one subcommand per process or tool (serve, adapter, fhir-store, demo, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_WORKDIR = Path(".chartgate")
+REPO_REGO = Path(__file__).resolve().parent.parent / "rego"
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chartgate",
+        description="Policy-as-code authorization sidecar for AI agents writing to EHRs over FHIR.",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def workdir(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
+                       help="directory for keys, ledger and audit log (default ./.chartgate)")
+
+    p = sub.add_parser("serve", help="run the sidecar (agent-facing gRPC ToolGateway)")
+    workdir(p)
+    p.add_argument("--config", type=Path, required=True, help="sidecar JSON config (docs/configuration.md)")
+    p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (default 127.0.0.1:50051)")
+
+    p = sub.add_parser("adapter", help="run an adapter (verifies tokens, writes to one FHIR server)")
+    workdir(p)
+    p.add_argument("--listen", default="127.0.0.1:50052", help="HOST:PORT (default 127.0.0.1:50052)")
+    p.add_argument("--fhir-base", required=True, help="FHIR R4 base URL, e.g. http://127.0.0.1:8080/fhir")
+    p.add_argument("--audience", default="chartgate-adapter", help="this adapter's name (token aud)")
+    p.add_argument("--issuer", default="chartgate-sidecar", help="expected token iss")
+    p.add_argument("--jwks", type=Path, default=None,
+                   help="sidecar's public token JWKS (default WORKDIR/keys/token-signing.jwks.json)")
+
+    p = sub.add_parser("fhir-store", help="run the local FHIR R4 store (a development target)")
+    workdir(p)
+    p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")
+
+    p = sub.add_parser("demo", help="run sidecar, adapter and FHIR store and drive an example agent")
+    workdir(p)
+    p.add_argument("--policy-dir", type=Path, default=REPO_REGO, help="Rego policy directory")
+
+    p = sub.add_parser("keys", help="signing keys")
+    keys_sub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    k = keys_sub.add_parser("init", help="create the token and audit signing keys and their JWKS")
+    workdir(k)
+
+    p = sub.add_parser("audit", help="audit log tools")
+    audit_sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    a = audit_sub.add_parser("verify", help="verify every signature and chain link of an audit log")
+    a.add_argument("path", type=Path, help="audit log (JSON Lines)")
+    a.add_argument("--key", type=Path, required=True, help="public JWKS or JWK of the audit key(s)")
+
+    p = sub.add_parser("policy", help="policy tools")
+    policy_sub = p.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    t = policy_sub.add_parser("test", help="run the *_test.rego tests on the embedded engine")
+    t.add_argument("dir", type=Path, nargs="?", default=REPO_REGO, help="policy directory")
+    e = policy_sub.add_parser("eval", help="evaluate one input and explain the decision")
+    e.add_argument("--input", type=Path, required=True, help="policy input JSON (docs/policy.md)")
+    e.add_argument("--policy-dir", type=Path, default=REPO_REGO, help="policy directory")
+    e.add_argument("--data", type=Path, default=None, help="operator data JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    command: str = args.command
+    if command == "serve":
+        from sidecar.config import SidecarConfig
+        from sidecar.server.app import serve
+
+        serve(SidecarConfig.load(args.config), args.workdir, args.listen)
+        return 0
+    if command == "adapter":
+        from adapters.server import AdapterConfig
+        from adapters.server import serve as serve_adapter
+
+        serve_adapter(
+            AdapterConfig(
+                listen=args.listen,
+                fhir_base_url=args.fhir_base,
+                audience=args.audience,
+                issuer=args.issuer,
+                jwks_path=args.jwks or args.workdir / "keys" / "token-signing.jwks.json",
+                workdir=args.workdir,
+            )
+        )
+        return 0
+    if command == "fhir-store":
+        from chartgate.devstore.app import serve as serve_store
+
+        host, port = _host_port(args.listen)
+        serve_store(host, port, args.workdir / "fhir-store" / "store.sqlite3")
+        return 0
+    if command == "demo":
+        from chartgate.demo import run_demo
+
+        return run_demo(args.workdir, args.policy_dir)
+    if command == "keys":
+        from chartgate import keys
+        from sidecar.server.app import WorkdirLayout
+
+        layout = WorkdirLayout(args.workdir)
+        for path, prefix in ((layout.token_key, "token"), (layout.audit_key, "audit")):
+            key = keys.load_or_create(path, prefix)
+            print(f"{prefix} key {key.kid}: public JWKS at {keys.public_jwks_path(path)}")
+        return 0
+    if command == "audit":
+        from sidecar.audit.verify import verify_command
+
+        return verify_command(args.path, args.key)
+    if command == "policy":
+        if args.policy_command == "test":
+            from sidecar.policy.testing import policy_test_command
+
+            return policy_test_command(args.dir)
+        from sidecar.policy.explain import eval_command
+
+        return eval_command(args.input, args.policy_dir, args.data)
+    raise AssertionError(command)  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Start a FHIR store, an adapter and a sidecar as separate processes on loopback, and stop them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from chartgate import keys
+
+
+class StackError(RuntimeError):
+    """A process did not come up; the message names it and where its log is."""
+
+
+def free_port() -> int:
+    """A port the kernel reports free on 127.0.0.1 (the usual bind-to-0 probe)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.log_file.close()
+        return self.popen.returncode
+
+
+@dataclass
+class Stack:
+    """A running stack; `stop()` ends every process it started."""
+
+    workdir: Path
+    fhir_base: str = ""
+    adapter_target: str = ""
+    sidecar_target: str = ""
+    processes: list[Process] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+
+    def process(self, name: str) -> Process:
+        return next(p for p in self.processes if p.name == name)
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def _spawn(stack: Stack, name: str, args: Sequence[str]) -> Process:
+    log_dir = stack.workdir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    log_file = log_path.open("ab")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "chartgate.cli", "--log-level", "INFO", *args],
+        stdout=log_file, stderr=subprocess.STDOUT, env=env,
+    )
+    process = Process(name, popen, log_path, log_file)
+    stack.processes.append(process)
+    return process
+
+
+def _wait(process: Process, probe: Any, deadline_seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        if process.popen.poll() is not None:
+            raise StackError(
+                f"{process.name} exited with {process.popen.returncode}; see {process.log_path}"
+            )
+        if probe():
+            return
+        time.sleep(0.05)
+    raise StackError(f"{process.name} not ready after {deadline_seconds} s; see {process.log_path}")
+
+
+def grpc_serving(target: str) -> bool:
+    """True when the target's grpc.health.v1 service answers SERVING."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=1.0
+            )
+        except grpc.RpcError:
+            return False
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _fhir_ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/metadata", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_fhir_store(stack: Stack) -> None:
+    port = free_port()
+    process = _spawn(stack, "fhir-store", ["fhir-store", "--workdir", str(stack.workdir),
+                                           "--listen", f"127.0.0.1:{port}"])
+    stack.fhir_base = f"http://127.0.0.1:{port}/fhir"
+    _wait(process, lambda: _fhir_ready(stack.fhir_base))
+
+
+def start_adapter(stack: Stack, fhir_base: str | None = None) -> None:
+    keys.load_or_create(stack.workdir / "keys" / "token-signing.jwk", "token")
+    port = free_port()
+    process = _spawn(stack, "adapter", [
+        "adapter", "--workdir", str(stack.workdir), "--listen", f"127.0.0.1:{port}",
+        "--fhir-base", fhir_base or stack.fhir_base,
+    ])
+    stack.adapter_target = f"127.0.0.1:{port}"
+    _wait(process, lambda: grpc_serving(stack.adapter_target))
+
+
+def start_sidecar(stack: Stack, config: Mapping[str, Any]) -> None:
+    """Start the sidecar with `config` (SidecarConfig fields; adapter_target filled in)."""
+    port = free_port()
+    config_path = stack.workdir / "sidecar.json"
+    config_path.write_text(json.dumps({"adapter_target": stack.adapter_target, **config}, default=str))
+    process = _spawn(stack, "sidecar", [
+        "serve", "--workdir", str(stack.workdir), "--config", str(config_path),
+        "--listen", f"127.0.0.1:{port}",
+    ])
+    stack.sidecar_target = f"127.0.0.1:{port}"
+    _wait(process, lambda: grpc_serving(stack.sidecar_target), deadline_seconds=60.0)
+
+
+def start_stack(workdir: Path, sidecar_config: Mapping[str, Any]) -> Stack:
+    """All three processes, each waited on until healthy; stops what started if one fails."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(workdir=workdir)
+    try:
+        start_fhir_store(stack)
+        start_adapter(stack)
+        start_sidecar(stack, sidecar_config)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack

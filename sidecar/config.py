@@ -1,0 +1,58 @@
+"""Sidecar configuration: the agent's identity and scopes (set by operators, never by requests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class SidecarConfig(BaseModel):
+    """Everything `chartgate serve` needs; loaded from a JSON file (docs/configuration.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent_id: str = Field(min_length=1, description="Identity of the agent this sidecar serves.")
+    tenant_id: str = Field(min_length=1, description="Tenant (hospital) the agent works for.")
+    agent_scopes: tuple[str, ...] = Field(
+        default=(), description="SMART v2 scopes granted to the agent, e.g. patient/Observation.c."
+    )
+    issuer: str = Field(default="chartgate-sidecar", description="`iss` of minted tokens.")
+    adapter_target: str = Field(
+        default="127.0.0.1:50052", description="host:port of the adapter's gRPC endpoint."
+    )
+    adapter_audience: str = Field(
+        default="chartgate-adapter", description="`aud` of minted tokens: the adapter's name."
+    )
+    adapter_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    policy_dir: Path = Field(default=Path("rego"), description="Directory of Rego policy.")
+    policy_data: Path | None = Field(
+        default=None, description="Operator data JSON (tenant settings, kill switches)."
+    )
+    opa_url: str | None = Field(
+        default=None, description="Use an OPA server at this URL instead of the embedded engine."
+    )
+    opa_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
+    consents_file: Path | None = Field(
+        default=None, description="JSON list of consent records (docs/policy.md)."
+    )
+    token_ttl_seconds: int = Field(default=60, ge=1, le=60)
+
+    @field_validator("agent_scopes")
+    @classmethod
+    def _scopes_are_tokens(cls, scopes: tuple[str, ...]) -> tuple[str, ...]:
+        for scope in scopes:
+            if not scope or any(ch.isspace() for ch in scope):
+                raise ValueError(f"scope {scope!r} must be one non-empty token without spaces")
+        return scopes
+
+    @classmethod
+    def load(cls, path: Path) -> SidecarConfig:
+        """Read and validate a JSON config file; relative paths resolve against its directory."""
+        raw = json.loads(path.read_text())
+        for key in ("policy_dir", "policy_data", "consents_file"):
+            value = raw.get(key)
+            if isinstance(value, str) and not Path(value).is_absolute():
+                raw[key] = str(path.parent / value)
+        return cls.model_validate(raw)

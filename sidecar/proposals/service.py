@@ -1,0 +1,316 @@
+"""The Propose pipeline: validate, record idempotently, decide, then hold, block or write, auditing each step."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+
+from sidecar.adapter_client import AdapterOutcome
+from sidecar.config import SidecarConfig
+from sidecar.consent import ConsentDirectory
+from sidecar.errors import FieldViolation, IdempotencyConflict, InvalidProposal, ProposalNotFound
+from sidecar.policy.engine import Decision, PolicyEngine, Tier
+from sidecar.policy.input import ProposalContext, build_input
+from sidecar.proposals.lifecycle import State
+from sidecar.storage.ledger import Ledger, ProposalRecord
+from sidecar.tokens.mint import TokenMinter, WriteGrant
+from sidecar.validation.fhir import ValidatedWrite, validate_write
+
+_MAX_KEY_LENGTH = 256
+_MODES = frozenset({"live", "batch"})
+_SCOPE_LETTER = {"create": "c", "update": "u"}
+_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+class AuditSink(Protocol):
+    def append(self, kind: str, body: Mapping[str, Any]) -> Any: ...
+
+
+class AdapterPort(Protocol):
+    def write(self, token: str, canonical_payload: bytes) -> AdapterOutcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeCommand:
+    """One Propose call as the pipeline sees it (decoupled from protobuf)."""
+
+    idempotency_key: str
+    tool: str
+    resource_type: str
+    resource_json: str
+    context: ProposalContext
+
+
+def proposal_id_for(tenant_id: str, agent_id: str, idempotency_key: str) -> str:
+    """Deterministic: a retry after a lost ledger row still gets the same id, and so the same
+    stamped identifier, which the EHR's conditional create turns into "already there"."""
+    digest = hashlib.sha256(f"{tenant_id}\x00{agent_id}\x00{idempotency_key}".encode()).hexdigest()
+    return f"pr-{digest[:32]}"
+
+
+class ProposalService:
+    """The policy enforcement point for one agent (identity and scopes from configuration)."""
+
+    def __init__(
+        self,
+        config: SidecarConfig,
+        ledger: Ledger,
+        engine: PolicyEngine,
+        consents: ConsentDirectory,
+        minter: TokenMinter,
+        adapter: AdapterPort,
+        audit: AuditSink,
+    ) -> None:
+        self._config = config
+        self._ledger = ledger
+        self._engine = engine
+        self._consents = consents
+        self._minter = minter
+        self._adapter = adapter
+        self._audit = audit
+
+    def get(self, proposal_id: str) -> ProposalRecord:
+        record = self._ledger.get(proposal_id)
+        if (
+            record is None
+            or record.agent_id != self._config.agent_id
+            or record.tenant_id != self._config.tenant_id
+        ):
+            raise ProposalNotFound(f"no proposal {proposal_id!r} for this agent")
+        return record
+
+    def propose(self, command: ProposeCommand) -> ProposalRecord:
+        try:
+            write = self._validate(command)
+        except InvalidProposal as exc:
+            self._audit.append(
+                "proposal.invalid",
+                {
+                    "agent": self._config.agent_id,
+                    "tenant": self._config.tenant_id,
+                    "idempotency_key": command.idempotency_key[:_MAX_KEY_LENGTH],
+                    "trace_id": command.context.trace_id,
+                    "fields": sorted({v.field for v in exc.violations}),
+                },
+            )
+            raise
+        ctx = command.context
+        record, created = self._ledger.insert_or_get(
+            ProposalRecord(
+                proposal_id=proposal_id_for(
+                    self._config.tenant_id, self._config.agent_id, command.idempotency_key
+                ),
+                tenant_id=self._config.tenant_id,
+                agent_id=self._config.agent_id,
+                idempotency_key=command.idempotency_key,
+                payload_sha256=write.payload.sha256,
+                payload=write.payload.canonical,
+                tool=write.tool,
+                resource_type=write.resource_type,
+                target=write.target,
+                patient_id=ctx.patient_id,
+                encounter_id=ctx.encounter_id,
+                trace_id=ctx.trace_id,
+                # Validation ran before the ledger saw the proposal, so it enters as validated.
+                state=State.VALIDATED,
+            )
+        )
+        if not created:
+            return self._replay(record, write, ctx)
+        self._audit.append(
+            "proposal.received",
+            {
+                "proposal_id": record.proposal_id,
+                "agent": record.agent_id,
+                "tenant": record.tenant_id,
+                "idempotency_key": record.idempotency_key,
+                "tool": record.tool,
+                "resource_type": record.resource_type,
+                "target": record.target,
+                "fields": list(write.fields),
+                "patient": ctx.patient_id,
+                "encounter": ctx.encounter_id,
+                "purpose_of_use": ctx.purpose_of_use,
+                "on_behalf_of": ctx.on_behalf_of,
+                "model_version": ctx.model_version,
+                "prompt_version": ctx.prompt_version,
+                "confidence": ctx.confidence,
+                "mode": ctx.mode,
+                "evidence_refs": list(ctx.evidence_refs),
+                "trace_id": ctx.trace_id,
+                "payload_sha256": record.payload_sha256,
+            },
+        )
+        decision = self._engine.evaluate(
+            build_input(self._config, write, ctx, self._consents.for_patient(ctx.patient_id))
+        )
+        record = self._apply_decision(record, decision)
+        if record.state is State.APPROVED:
+            record = self._submit(record, write, ctx, decision)
+        return record
+
+    def _validate(self, command: ProposeCommand) -> ValidatedWrite:
+        violations: list[FieldViolation] = []
+        key = command.idempotency_key
+        if not key or len(key) > _MAX_KEY_LENGTH or not key.isprintable():
+            violations.append(
+                FieldViolation(
+                    "idempotency_key",
+                    f"required: 1..{_MAX_KEY_LENGTH} printable characters, the same on every retry",
+                )
+            )
+        ctx = command.context
+        if not ctx.purpose_of_use:
+            violations.append(FieldViolation("purpose_of_use", "required, e.g. TREAT"))
+        if not 0.0 <= ctx.confidence <= 1.0:
+            violations.append(FieldViolation("confidence", "must be between 0 and 1"))
+        if ctx.mode not in _MODES:
+            violations.append(FieldViolation("mode", "must be MODE_LIVE or MODE_BATCH"))
+        try:
+            write = validate_write(
+                tool=command.tool,
+                resource_type=command.resource_type,
+                resource_json=command.resource_json,
+                patient_id=ctx.patient_id,
+            )
+        except InvalidProposal as exc:
+            raise InvalidProposal(exc.message, (*violations, *exc.violations)) from None
+        if violations:
+            raise InvalidProposal("the proposal is malformed", tuple(violations))
+        return write
+
+    def _replay(
+        self, existing: ProposalRecord, write: ValidatedWrite, ctx: ProposalContext
+    ) -> ProposalRecord:
+        """Same key again: the same proposal if it is the same write, else a clear refusal."""
+        same = (
+            existing.payload_sha256 == write.payload.sha256
+            and existing.tool == write.tool
+            and existing.resource_type == write.resource_type
+            and existing.patient_id == ctx.patient_id
+            and existing.encounter_id == ctx.encounter_id
+        )
+        self._audit.append(
+            "proposal.replayed" if same else "proposal.key_conflict",
+            {
+                "proposal_id": existing.proposal_id,
+                "idempotency_key": existing.idempotency_key,
+                "payload_sha256": write.payload.sha256,
+                "trace_id": ctx.trace_id,
+            },
+        )
+        if not same:
+            raise IdempotencyConflict(
+                f"idempotency key {existing.idempotency_key!r} was already used for a different "
+                f"write (proposal {existing.proposal_id}); use a new key for a new write"
+            )
+        return existing
+
+    def _apply_decision(self, record: ProposalRecord, decision: Decision) -> ProposalRecord:
+        if not decision.allow or decision.tier is Tier.BLOCKED:
+            target = State.BLOCKED
+        elif decision.tier is Tier.AUTONOMOUS:
+            target = State.APPROVED
+        else:
+            target = State.PENDING_APPROVAL
+        reasons = tuple(
+            {"code": r.code, "message": r.message, "rule": r.rule} for r in decision.reasons
+        )
+        updated = self._ledger.transition(
+            record.proposal_id,
+            State.VALIDATED,
+            target,
+            tier=decision.tier.value,
+            reasons=reasons,
+            policy_revision=decision.revision,
+        )
+        self._audit.append(
+            "policy.decision",
+            {
+                "proposal_id": record.proposal_id,
+                "allow": decision.allow,
+                "tier": decision.tier.value,
+                "reasons": [{"code": r.code, "rule": r.rule} for r in decision.reasons],
+                "policy_revision": decision.revision,
+                "engine": decision.engine,
+                "state": target.value,
+            },
+        )
+        return updated
+
+    def _submit(
+        self,
+        record: ProposalRecord,
+        write: ValidatedWrite,
+        ctx: ProposalContext,
+        decision: Decision,
+    ) -> ProposalRecord:
+        scope = f"patient/{write.resource_type}.{_SCOPE_LETTER[write.operation]}"
+        ttl = decision.obligations.get("token_ttl_seconds")
+        minted = self._minter.mint(
+            WriteGrant(
+                proposal_id=record.proposal_id,
+                tenant_id=record.tenant_id,
+                agent_id=record.agent_id,
+                on_behalf_of=ctx.on_behalf_of,
+                patient_id=ctx.patient_id,
+                scope=scope,
+                operation=write.operation,
+                target=write.target,
+                payload_sha256=record.payload_sha256,
+            ),
+            ttl_seconds=ttl if isinstance(ttl, int) else None,
+        )
+        self._audit.append(
+            "token.minted",
+            {
+                "proposal_id": record.proposal_id,
+                "jti": minted.jti,
+                "audience": self._config.adapter_audience,
+                "scope": scope,
+                "expires_at": minted.expires_at,
+                "payload_sha256": record.payload_sha256,
+            },
+        )
+        record = self._ledger.transition(record.proposal_id, State.APPROVED, State.SUBMITTED)
+        outcome = self._adapter.write(minted.token, record.payload)
+        if outcome.ok:
+            target = State.ACCEPTED
+            reasons: tuple[Mapping[str, str], ...] = record.reasons
+        else:
+            if outcome.code in _RETRYABLE:
+                target = State.FAILED_RETRYABLE
+            elif outcome.code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                target = State.AMBIGUOUS
+            else:
+                target = State.FAILED_FINAL
+            reasons = (
+                *record.reasons,
+                {"code": outcome.reason, "message": outcome.message, "rule": "adapter"},
+            )
+        updated = self._ledger.transition(
+            record.proposal_id,
+            State.SUBMITTED,
+            target,
+            fhir_id=outcome.fhir_id,
+            fhir_version=outcome.fhir_version,
+            reasons=reasons,
+        )
+        self._audit.append(
+            "write.outcome",
+            {
+                "proposal_id": record.proposal_id,
+                "state": target.value,
+                "fhir_id": outcome.fhir_id,
+                "fhir_version": outcome.fhir_version,
+                "already_existed": outcome.already_existed,
+                "http_status": outcome.http_status,
+                "grpc_code": outcome.code.name,
+                "reason": outcome.reason,
+            },
+        )
+        return updated

@@ -1,0 +1,1 @@
+"""Storage of sidecar state: the proposal ledger (SQLite by default)."""

@@ -1,0 +1,1 @@
+"""Proposal validation: a tool call becomes a parsed, canonicalized, patient-bound FHIR write or an error."""
