@@ -1,0 +1,215 @@
+"""The adapter writes only what a valid one-write token covers: adversarial tokens through real processes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from joserfc import jwt
+
+from chartgate import keys
+from chartgate.canonical import canonicalize, sha256_hex
+from chartgate.rpc_errors import error_reason
+from chartgate.stack import Stack, start_adapter, start_fhir_store
+from chartgate.v1 import adapter_pb2, adapter_pb2_grpc
+from chartgate.write_token import PROPOSAL_IDENTIFIER_SYSTEM
+from sidecar.tokens.mint import TokenMinter, WriteGrant
+from tests.support import fhir_search, seed_patient
+
+PATIENT = "p-adapter"
+
+
+@pytest.fixture(scope="module")
+def adapter_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack(workdir=tmp_path_factory.mktemp("adapter"))
+    try:
+        start_fhir_store(stack)
+        start_adapter(stack)
+        seed_patient(stack.fhir_base, PATIENT)
+        seed_patient(stack.fhir_base, "p-other")
+        yield stack
+    finally:
+        stack.stop()
+
+
+def observation(patient: str = PATIENT, value: float = 1.0) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": f"Patient/{patient}"},
+        "valueQuantity": {"value": value},
+    }
+
+
+def grant_for(body: bytes, *, patient: str = PATIENT, scope: str = "patient/Observation.c",
+              target: str = "Observation") -> WriteGrant:
+    return WriteGrant(
+        proposal_id=f"pr-{uuid.uuid4().hex}",
+        tenant_id="t1",
+        agent_id="agent-1",
+        on_behalf_of="Practitioner/1",
+        patient_id=patient,
+        scope=scope,
+        operation="create",
+        target=target,
+        payload_sha256=sha256_hex(body),
+    )
+
+
+def minter(stack: Stack, audience: str = "chartgate-adapter") -> TokenMinter:
+    key = keys.load_private(stack.workdir / "keys" / "token-signing.jwk")
+    return TokenMinter(key, issuer="chartgate-sidecar", audience=audience, ttl_seconds=60)
+
+
+def write(stack: Stack, token: str, body: bytes) -> adapter_pb2.WriteResponse:
+    with grpc.insecure_channel(stack.adapter_target) as channel:
+        return adapter_pb2_grpc.AdapterStub(channel).Write(
+            adapter_pb2.WriteRequest(token=token, resource_json=body), timeout=10
+        )
+
+
+def refused(stack: Stack, token: str, body: bytes) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        write(stack, token, body)
+    reason, _ = error_reason(info.value)
+    return info.value.code(), reason  # type: ignore[attr-defined]
+
+
+def stored_for(stack: Stack, grant: WriteGrant) -> list[dict[str, Any]]:
+    return fhir_search(stack.fhir_base, "Observation",
+                       identifier=f"{PROPOSAL_IDENTIFIER_SYSTEM}|{grant.proposal_id}")
+
+
+def test_valid_token_writes_once_and_a_replay_is_refused(adapter_stack: Stack) -> None:
+    body = canonicalize(observation(value=10))
+    grant = grant_for(body)
+    token = minter(adapter_stack).mint(grant).token
+    response = write(adapter_stack, token, body)
+    assert response.http_status == 201 and response.fhir_id and response.fhir_version == "1"
+    code, reason = refused(adapter_stack, token, body)
+    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "token.replayed")
+    assert len(stored_for(adapter_stack, grant)) == 1
+
+
+def test_fresh_token_for_the_same_proposal_does_not_write_twice(adapter_stack: Stack) -> None:
+    """A sidecar retry after an ambiguous outcome: conditional create finds the first write."""
+    body = canonicalize(observation(value=11))
+    grant = grant_for(body)
+    first = write(adapter_stack, minter(adapter_stack).mint(grant).token, body)
+    second = write(adapter_stack, minter(adapter_stack).mint(grant).token, body)
+    assert second.already_existed and second.fhir_id == first.fhir_id
+    assert second.http_status == 200
+    assert len(stored_for(adapter_stack, grant)) == 1
+
+
+def test_token_for_another_audience_is_refused(adapter_stack: Stack) -> None:
+    body = canonicalize(observation(value=12))
+    grant = grant_for(body)
+    token = minter(adapter_stack, audience="some-other-adapter").mint(grant).token
+    assert refused(adapter_stack, token, body) == (
+        grpc.StatusCode.UNAUTHENTICATED, "token.wrong_audience")
+    assert stored_for(adapter_stack, grant) == []
+
+
+def _custom_token(stack: Stack, grant: WriteGrant, **overrides: Any) -> str:
+    key = keys.load_private(stack.workdir / "keys" / "token-signing.jwk")
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": "chartgate-sidecar", "aud": "chartgate-adapter", "sub": "Practitioner/1",
+        "client_id": "agent-1", "iat": now, "exp": now + 30, "jti": uuid.uuid4().hex,
+        "scope": grant.scope, "patient": grant.patient_id, "tenant": grant.tenant_id,
+        "authorization_details": [{
+            "type": "chartgate_fhir_write", "proposal_id": grant.proposal_id,
+            "operation": grant.operation, "target": grant.target,
+            "payload_sha256": grant.payload_sha256,
+        }],
+    }
+    header = {"alg": "EdDSA", "typ": "at+jwt", "kid": key.kid}
+    header.update(overrides.pop("header", {}))
+    signing = overrides.pop("signing_key", None) or key.jwk
+    claims.update(overrides)
+    return jwt.encode(header, claims, signing, algorithms=["EdDSA"])
+
+
+def test_expired_token_is_refused(adapter_stack: Stack) -> None:
+    body = canonicalize(observation(value=13))
+    grant = grant_for(body)
+    now = int(time.time())
+    token = _custom_token(adapter_stack, grant, iat=now - 120, exp=now - 60)
+    assert refused(adapter_stack, token, body) == (grpc.StatusCode.UNAUTHENTICATED, "token.expired")
+    assert stored_for(adapter_stack, grant) == []
+
+
+def test_swapped_body_is_refused(adapter_stack: Stack) -> None:
+    minted_for = canonicalize(observation(value=14))
+    swapped = canonicalize(observation(value=999))
+    grant = grant_for(minted_for)
+    token = minter(adapter_stack).mint(grant).token
+    assert refused(adapter_stack, token, swapped) == (
+        grpc.StatusCode.PERMISSION_DENIED, "payload.hash_mismatch")
+    assert stored_for(adapter_stack, grant) == []
+    # The refused attempt did not burn the token: the right body still goes through once.
+    assert write(adapter_stack, token, minted_for).http_status == 201
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"header": {"typ": "JWT"}}, "token.wrong_type"),
+        ({"exp": int(time.time()) + 3600}, "token.lifetime"),
+        ({"iss": "someone-else"}, "token.claims"),
+        ({"scope": "patient/Condition.c"}, "token.scope"),
+        ({"authorization_details": []}, "token.claims"),
+    ],
+    ids=["typ-not-at+jwt", "lifetime-over-60s", "wrong-issuer", "wrong-scope", "no-write-detail"],
+)
+def test_malformed_tokens_are_refused(
+    adapter_stack: Stack, overrides: dict[str, Any], reason: str
+) -> None:
+    body = canonicalize(observation(value=15))
+    grant = grant_for(body)
+    token = _custom_token(adapter_stack, grant, **overrides)
+    code, got = refused(adapter_stack, token, body)
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert got == reason
+    assert stored_for(adapter_stack, grant) == []
+
+
+def test_token_signed_by_an_unknown_key_is_refused(adapter_stack: Stack) -> None:
+    body = canonicalize(observation(value=16))
+    grant = grant_for(body)
+    forger = keys.generate("token")
+    known_kid = keys.load_private(adapter_stack.workdir / "keys" / "token-signing.jwk").kid
+    token = _custom_token(adapter_stack, grant, header={"kid": known_kid},
+                          signing_key=forger.jwk)
+    assert refused(adapter_stack, token, body) == (grpc.StatusCode.UNAUTHENTICATED, "token.invalid")
+    assert stored_for(adapter_stack, grant) == []
+
+
+def test_body_for_another_patient_than_the_token_is_refused(adapter_stack: Stack) -> None:
+    body = canonicalize(observation(patient="p-other", value=17))
+    grant = grant_for(body, patient=PATIENT)
+    token = minter(adapter_stack).mint(grant).token
+    assert refused(adapter_stack, token, body) == (
+        grpc.StatusCode.PERMISSION_DENIED, "payload.wrong_patient")
+    assert stored_for(adapter_stack, grant) == []
+
+
+def test_update_of_another_patients_resource_is_refused(adapter_stack: Stack) -> None:
+    """An update naming only an id cannot reach into another chart: the adapter reads it first."""
+    body = canonicalize({"resourceType": "Patient", "id": "p-other", "active": False})
+    grant = WriteGrant(
+        proposal_id=f"pr-{uuid.uuid4().hex}", tenant_id="t1", agent_id="agent-1",
+        on_behalf_of="", patient_id=PATIENT, scope="patient/Patient.u", operation="update",
+        target="Patient/p-other", payload_sha256=sha256_hex(body),
+    )
+    token = minter(adapter_stack).mint(grant).token
+    code, reason = refused(adapter_stack, token, body)
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "payload.wrong_patient")
+    other = fhir_search(adapter_stack.fhir_base, "Patient", _id="p-other")[0]
+    assert other["active"] is True
