@@ -10,7 +10,7 @@ import grpc
 class FailureClass(StrEnum):
     """Only TRANSPORT and THROTTLED are worth retrying; AMBIGUOUS needs a look-up, not a resend."""
 
-    TOKEN = "token"
+    TOKEN = "token"  # noqa: S105 - a failure class name, not a secret
     PAYLOAD = "payload"
     TRANSPORT = "transport"
     THROTTLED = "throttled"

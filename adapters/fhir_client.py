@@ -26,8 +26,13 @@ class WriteResult:
 class FhirClient:
     """One FHIR server base URL (http://hl7.org/fhir/R4/http.html)."""
 
-    def __init__(self, base_url: str, *, timeout_seconds: float = 10.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_seconds: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self._base = base_url.rstrip("/")
         self._http = httpx.Client(
             timeout=timeout_seconds,
@@ -102,12 +107,18 @@ class FhirClient:
             return self._http.request(method, url, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             # Nothing reached the server: safe to retry.
-            raise AdapterError(FailureClass.TRANSPORT, "fhir.unreachable",
-                               f"FHIR server unreachable: {type(exc).__name__}") from None
+            raise AdapterError(
+                FailureClass.TRANSPORT,
+                "fhir.unreachable",
+                f"FHIR server unreachable: {type(exc).__name__}",
+            ) from None
         except httpx.TransportError as exc:
             # Sent, but no answer: the write may or may not have happened.
-            raise AdapterError(FailureClass.AMBIGUOUS, "fhir.no_answer",
-                               f"no answer from the FHIR server: {type(exc).__name__}") from None
+            raise AdapterError(
+                FailureClass.AMBIGUOUS,
+                "fhir.no_answer",
+                f"no answer from the FHIR server: {type(exc).__name__}",
+            ) from None
 
 
 def _result(response: httpx.Response, *, already_existed: bool) -> WriteResult:
@@ -120,8 +131,11 @@ def _result(response: httpx.Response, *, already_existed: bool) -> WriteResult:
         if len(parts) >= 4 and parts[-2] == "_history":
             fhir_id, version = parts[-3], parts[-1]
     if not fhir_id:
-        raise AdapterError(FailureClass.AMBIGUOUS, "fhir.no_id",
-                           "the FHIR server accepted the write but named no resource id")
+        raise AdapterError(
+            FailureClass.AMBIGUOUS,
+            "fhir.no_id",
+            "the FHIR server accepted the write but named no resource id",
+        )
     return WriteResult(fhir_id, version, already_existed, response.status_code)
 
 
@@ -132,16 +146,24 @@ def _classify(response: httpx.Response) -> AdapterError:
     if status == 429:
         return AdapterError(FailureClass.THROTTLED, "fhir.throttled", f"HTTP 429 {diagnostics}")
     if status in (401, 403):
-        return AdapterError(FailureClass.AUTHORIZATION, "fhir.forbidden", f"HTTP {status} {diagnostics}")
+        return AdapterError(
+            FailureClass.AUTHORIZATION, "fhir.forbidden", f"HTTP {status} {diagnostics}"
+        )
     if status in (409, 412):
         return AdapterError(FailureClass.CONFLICT, "fhir.conflict", f"HTTP {status} {diagnostics}")
     if status in (400, 422):
         return AdapterError(FailureClass.VALIDATION, "fhir.invalid", f"HTTP {status} {diagnostics}")
     if status in (404, 410):
-        return AdapterError(FailureClass.BUSINESS_RULE, "fhir.not_found", f"HTTP {status} {diagnostics}")
+        return AdapterError(
+            FailureClass.BUSINESS_RULE, "fhir.not_found", f"HTTP {status} {diagnostics}"
+        )
     if status >= 500:
-        return AdapterError(FailureClass.TRANSPORT, "fhir.server_error", f"HTTP {status} {diagnostics}")
-    return AdapterError(FailureClass.BUSINESS_RULE, "fhir.unexpected", f"HTTP {status} {diagnostics}")
+        return AdapterError(
+            FailureClass.TRANSPORT, "fhir.server_error", f"HTTP {status} {diagnostics}"
+        )
+    return AdapterError(
+        FailureClass.BUSINESS_RULE, "fhir.unexpected", f"HTTP {status} {diagnostics}"
+    )
 
 
 def _diagnostics(response: httpx.Response) -> str:

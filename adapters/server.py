@@ -39,7 +39,7 @@ class AdapterConfig(BaseModel):
     fhir_timeout_seconds: float = Field(default=10.0, gt=0)
 
 
-class AdapterService(adapter_pb2_grpc.AdapterServicer):  # type: ignore[misc]
+class AdapterService(adapter_pb2_grpc.AdapterServicer):
     """Adapter.Write: token first, then the write; nothing is written for a refused token."""
 
     def __init__(self, verifier: TokenVerifier, jti_store: JtiStore, fhir: FhirClient) -> None:
@@ -47,7 +47,7 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):  # type: ignore[misc]
         self._jti = jti_store
         self._fhir = fhir
 
-    def Write(  # noqa: N802 - gRPC method name
+    def Write(
         self, request: adapter_pb2.WriteRequest, context: grpc.ServicerContext
     ) -> adapter_pb2.WriteResponse:
         try:
@@ -55,11 +55,19 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):  # type: ignore[misc]
             result = self._write(verified)
         except AdapterError as exc:
             log.warning("write refused: reason=%s class=%s", exc.reason, exc.failure)
-            abort(context, exc.status, exc.message, reason=exc.reason,
-                  metadata={"failure_class": exc.failure.value})
+            abort(
+                context,
+                exc.status,
+                exc.message,
+                reason=exc.reason,
+                metadata={"failure_class": exc.failure.value},
+            )
         log.info(
             "write done: proposal=%s %s/%s version=%s existed=%s",
-            verified.proposal_id, verified.resource_type, result.fhir_id, result.fhir_version,
+            verified.proposal_id,
+            verified.resource_type,
+            result.fhir_id,
+            result.fhir_version,
             result.already_existed,
         )
         return adapter_pb2.WriteResponse(
@@ -71,7 +79,9 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):  # type: ignore[misc]
 
     def _write(self, verified: VerifiedWrite) -> WriteResult:
         if verified.operation == "create" and patient_of(verified.resource) != verified.patient_id:
-            raise payload_error("payload.wrong_patient", "the body is for another patient than the token's")
+            raise payload_error(
+                "payload.wrong_patient", "the body is for another patient than the token's"
+            )
         # Consumed only once every check passed, just before the write: a token is good for one
         # attempt; a retry needs a fresh token from the sidecar.
         if not self._jti.consume(verified.jti, verified.expires_at):
@@ -83,13 +93,15 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):  # type: ignore[misc]
 
 def serve(config: AdapterConfig, *, ready: threading.Event | None = None) -> None:
     """Run the adapter until SIGTERM or SIGINT."""
-    verifier = TokenVerifier(load_keyset(config.jwks_path), issuer=config.issuer,
-                             audience=config.audience)
+    verifier = TokenVerifier(
+        load_keyset(config.jwks_path), issuer=config.issuer, audience=config.audience
+    )
     jti_store = JtiStore(config.workdir / "adapter" / "jti.sqlite3")
     fhir = FhirClient(config.fhir_base_url, timeout_seconds=config.fhir_timeout_seconds)
     service = AdapterService(verifier, jti_store, fhir)
     server, port, _ = build_server(
-        config.listen, lambda s: adapter_pb2_grpc.add_AdapterServicer_to_server(service, s),
+        config.listen,
+        lambda s: adapter_pb2_grpc.add_AdapterServicer_to_server(service, s),
         [SERVICE_NAME],
     )
     server.start()

@@ -41,7 +41,9 @@ class VerifiedWrite:
 class TokenVerifier:
     """Checks signature, type, issuer, audience, lifetime and the write the token names."""
 
-    def __init__(self, keys: KeySet, *, issuer: str, audience: str, leeway_seconds: int = 5) -> None:
+    def __init__(
+        self, keys: KeySet, *, issuer: str, audience: str, leeway_seconds: int = 5
+    ) -> None:
         self._keys = keys
         self._registry = JWTClaimsRegistry(
             leeway=leeway_seconds,
@@ -60,14 +62,18 @@ class TokenVerifier:
         try:
             decoded = jwt.decode(token, self._keys, algorithms=[ALGORITHM])
         except (JoseError, ValueError) as exc:
-            raise token_error("token.invalid", f"token signature or format invalid: {exc}") from None
+            raise token_error(
+                "token.invalid", f"token signature or format invalid: {exc}"
+            ) from None
         if decoded.header.get("typ") != TOKEN_TYPE:
             raise token_error("token.wrong_type", f"token typ must be {TOKEN_TYPE}")
         claims = decoded.claims
         try:
             self._registry.validate(claims)
         except JoseError as exc:
-            reason = "token.expired" if "exp" in str(exc) or "expired" in str(exc) else "token.claims"
+            reason = (
+                "token.expired" if "exp" in str(exc) or "expired" in str(exc) else "token.claims"
+            )
             if "aud" in str(exc):
                 reason = "token.wrong_audience"
             raise token_error(reason, f"token rejected: {exc}") from None
@@ -90,7 +96,9 @@ class TokenVerifier:
 def _write_detail(claims: dict[str, Any]) -> dict[str, str]:
     details = claims.get("authorization_details")
     if not isinstance(details, list) or len(details) != 1:
-        raise token_error("token.claims", "token must carry exactly one authorization_details entry")
+        raise token_error(
+            "token.claims", "token must carry exactly one authorization_details entry"
+        )
     detail = details[0]
     keys = ("proposal_id", "operation", "target", "payload_sha256")
     if (
@@ -104,7 +112,9 @@ def _write_detail(claims: dict[str, Any]) -> dict[str, str]:
     return {k: detail[k] for k in keys}
 
 
-def _bind(claims: dict[str, Any], detail: dict[str, str], resource: dict[str, Any]) -> VerifiedWrite:
+def _bind(
+    claims: dict[str, Any], detail: dict[str, str], resource: dict[str, Any]
+) -> VerifiedWrite:
     """The body must be the operation, target and patient the token names, under its one scope."""
     operation = detail["operation"]
     if operation not in _OPERATION_SCOPE:

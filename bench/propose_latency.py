@@ -25,10 +25,10 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chartgate.demo import demo_sidecar_config  # noqa: E402
-from chartgate.stack import free_port, grpc_serving, start_stack  # noqa: E402
-from chartgate.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
-from tests.support import seed_patient  # noqa: E402
+from chartgate.demo import demo_sidecar_config
+from chartgate.stack import free_port, grpc_serving, start_stack
+from chartgate.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.support import seed_patient
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,9 +55,16 @@ stop.wait()
 LAB_DRAFT = {
     "resourceType": "Observation",
     "status": "preliminary",
-    "category": [{"coding": [{
-        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-        "code": "laboratory"}]}],
+    "category": [
+        {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                    "code": "laboratory",
+                }
+            ]
+        }
+    ],
     "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
     "subject": {"reference": "Patient/demo-patient-1"},
     "valueQuantity": {"value": 98, "unit": "mg/dL"},
@@ -86,7 +93,9 @@ def run_fixed_rate(call: Callable[[], None], rate: float, seconds: float) -> lis
     return latencies
 
 
-def run_saturated(call: Callable[[], None], clients: int, seconds: float) -> tuple[list[float], float]:
+def run_saturated(
+    call: Callable[[], None], clients: int, seconds: float
+) -> tuple[list[float], float]:
     """`clients` threads calling back to back; returns latencies (ms) and throughput (req/s)."""
     latencies: list[float] = []
     lock = threading.Lock()
@@ -111,7 +120,9 @@ def run_saturated(call: Callable[[], None], clients: int, seconds: float) -> tup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--rate", type=float, default=200.0, help="fixed request rate (req/s)")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each phase")
     parser.add_argument("--clients", type=int, default=8, help="threads at saturation")
@@ -129,15 +140,25 @@ def main() -> None:
         gateway = gateway_pb2_grpc.ToolGatewayStub(sidecar_channel)
         body = json.dumps(LAB_DRAFT)
         echo_channel = grpc.insecure_channel(echo_target)
-        echo_call = echo_channel.unary_unary("/bench.Echo/Echo", request_serializer=bytes,
-                                             response_deserializer=bytes)
+        echo_call = echo_channel.unary_unary(
+            "/bench.Echo/Echo", request_serializer=bytes, response_deserializer=bytes
+        )
         echo_payload = b"x" * len(body)
 
         def propose() -> None:
-            proposal = gateway.Propose(gateway_pb2.ProposeRequest(
-                idempotency_key=uuid.uuid4().hex, tool="fhir.create", resource_type="Observation",
-                resource_json=body, patient_id="demo-patient-1", purpose_of_use="TREAT",
-                confidence=0.8, mode=gateway_pb2.MODE_LIVE), timeout=10)
+            proposal = gateway.Propose(
+                gateway_pb2.ProposeRequest(
+                    idempotency_key=uuid.uuid4().hex,
+                    tool="fhir.create",
+                    resource_type="Observation",
+                    resource_json=body,
+                    patient_id="demo-patient-1",
+                    purpose_of_use="TREAT",
+                    confidence=0.8,
+                    mode=gateway_pb2.MODE_LIVE,
+                ),
+                timeout=10,
+            )
             if proposal.state != gateway_pb2.PROPOSAL_STATE_PENDING_APPROVAL:
                 raise SystemExit(f"unexpected state {proposal.state}: {proposal.reasons}")
 
@@ -148,21 +169,27 @@ def main() -> None:
             for _ in range(200):
                 call()
 
-        print(f"Propose decision path (held for approval, audit fsynced) vs bare gRPC echo; "
-              f"{args.seconds:.0f} s per phase, payload {len(body)} B")
+        print(
+            f"Propose decision path (held for approval, audit fsynced) vs bare gRPC echo; "
+            f"{args.seconds:.0f} s per phase, payload {len(body)} B"
+        )
         print(f"{'phase':<28}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}")
         results: dict[str, tuple[float, float]] = {}
         for label, call in (("propose", propose), ("echo", bare_echo)):
             fixed = run_fixed_rate(call, args.rate, args.seconds)
             p50, p99 = statistics.median(fixed), percentile(fixed, 0.99)
             results[f"{label}@rate"] = (p50, p99)
-            print(f"{label + f' @ {args.rate:.0f}/s':<28}{p50:>9.3f}{p99:>9.3f}"
-                  f"{len(fixed) / args.seconds:>9.0f}")
+            print(
+                f"{label + f' @ {args.rate:.0f}/s':<28}{p50:>9.3f}{p99:>9.3f}"
+                f"{len(fixed) / args.seconds:>9.0f}"
+            )
             saturated, throughput = run_saturated(call, args.clients, args.seconds)
             p50, p99 = statistics.median(saturated), percentile(saturated, 0.99)
             results[f"{label}@sat"] = (p50, p99)
-            print(f"{label + f' saturated x{args.clients}':<28}{p50:>9.3f}{p99:>9.3f}"
-                  f"{throughput:>9.0f}")
+            print(
+                f"{label + f' saturated x{args.clients}':<28}{p50:>9.3f}{p99:>9.3f}"
+                f"{throughput:>9.0f}"
+            )
         for phase in ("rate", "sat"):
             p, e = results[f"propose@{phase}"], results[f"echo@{phase}"]
             print(f"ratio propose/echo @{phase}: p50 {p[0] / e[0]:.2f}x, p99 {p[1] / e[1]:.2f}x")

@@ -28,28 +28,50 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def workdir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
-                       help="directory for keys, ledger and audit log (default ./.chartgate)")
+        p.add_argument(
+            "--workdir",
+            type=Path,
+            default=DEFAULT_WORKDIR,
+            help="directory for keys, ledger and audit log (default ./.chartgate)",
+        )
 
     p = sub.add_parser("serve", help="run the sidecar (agent-facing gRPC ToolGateway)")
     workdir(p)
-    p.add_argument("--config", type=Path, required=True, help="sidecar JSON config (docs/configuration.md)")
-    p.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (default 127.0.0.1:50051)")
+    p.add_argument(
+        "--config", type=Path, required=True, help="sidecar JSON config (docs/configuration.md)"
+    )
+    p.add_argument(
+        "--listen", default="127.0.0.1:50051", help="HOST:PORT (default 127.0.0.1:50051)"
+    )
 
-    p = sub.add_parser("adapter", help="run an adapter (verifies tokens, writes to one FHIR server)")
+    p = sub.add_parser(
+        "adapter", help="run an adapter (verifies tokens, writes to one FHIR server)"
+    )
     workdir(p)
-    p.add_argument("--listen", default="127.0.0.1:50052", help="HOST:PORT (default 127.0.0.1:50052)")
-    p.add_argument("--fhir-base", required=True, help="FHIR R4 base URL, e.g. http://127.0.0.1:8080/fhir")
-    p.add_argument("--audience", default="chartgate-adapter", help="this adapter's name (token aud)")
+    p.add_argument(
+        "--listen", default="127.0.0.1:50052", help="HOST:PORT (default 127.0.0.1:50052)"
+    )
+    p.add_argument(
+        "--fhir-base", required=True, help="FHIR R4 base URL, e.g. http://127.0.0.1:8080/fhir"
+    )
+    p.add_argument(
+        "--audience", default="chartgate-adapter", help="this adapter's name (token aud)"
+    )
     p.add_argument("--issuer", default="chartgate-sidecar", help="expected token iss")
-    p.add_argument("--jwks", type=Path, default=None,
-                   help="sidecar's public token JWKS (default WORKDIR/keys/token-signing.jwks.json)")
+    p.add_argument(
+        "--jwks",
+        type=Path,
+        default=None,
+        help="sidecar's public token JWKS (default WORKDIR/keys/token-signing.jwks.json)",
+    )
 
     p = sub.add_parser("fhir-store", help="run the local FHIR R4 store (a development target)")
     workdir(p)
     p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")
 
-    p = sub.add_parser("demo", help="run sidecar, adapter and FHIR store and drive an example agent")
+    p = sub.add_parser(
+        "demo", help="run sidecar, adapter and FHIR store and drive an example agent"
+    )
     workdir(p)
     p.add_argument("--policy-dir", type=Path, default=REPO_REGO, help="Rego policy directory")
 

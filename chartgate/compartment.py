@@ -23,7 +23,7 @@ PATIENT_ELEMENT: Final[Mapping[str, str | None]] = {
 def patient_of(resource: Mapping[str, Any]) -> str | None:
     """The patient id a resource belongs to, or None when it names none (or is of an unknown type)."""
     resource_type = resource.get("resourceType")
-    if resource_type not in PATIENT_ELEMENT:
+    if not isinstance(resource_type, str) or resource_type not in PATIENT_ELEMENT:
         return None
     element = PATIENT_ELEMENT[resource_type]
     if element is None:
@@ -31,6 +31,6 @@ def patient_of(resource: Mapping[str, Any]) -> str | None:
         return value if isinstance(value, str) else None
     reference = resource.get(element)
     text = reference.get("reference") if isinstance(reference, Mapping) else None
-    if isinstance(text, str) and text.startswith("Patient/") and "/" not in text[len("Patient/"):]:
-        return text[len("Patient/"):]
+    if isinstance(text, str) and text.startswith("Patient/") and "/" not in text[len("Patient/") :]:
+        return text[len("Patient/") :]
     return None

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sidecar.audit.verify import verify_command
 
 from chartgate.stack import Stack, start_stack
 from chartgate.v1 import gateway_pb2
-from sidecar.audit.verify import verify_command
 from sidecar.client import ChartgateClient, ProposalRefused
 
 AGENT = "scribe-agent"
@@ -28,15 +28,35 @@ OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 def demo_sidecar_config(workdir: Path, policy_dir: Path) -> dict[str, Any]:
     """Sidecar settings for the demo tenant, with its consent file and policy data beside them."""
     consents = workdir / "consents.json"
-    consents.write_text(json.dumps([
-        {"id": "consent-treat-1", "patient": PATIENT, "status": "active", "purposes": ["TREAT"],
-         "period": {"start": "2026-01-01T00:00:00+00:00", "end": "2027-12-31T00:00:00+00:00"}},
-    ], indent=2))
+    consents.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "consent-treat-1",
+                    "patient": PATIENT,
+                    "status": "active",
+                    "purposes": ["TREAT"],
+                    "period": {
+                        "start": "2026-01-01T00:00:00+00:00",
+                        "end": "2027-12-31T00:00:00+00:00",
+                    },
+                },
+            ],
+            indent=2,
+        )
+    )
     policy_data = workdir / "policy-data.json"
-    policy_data.write_text(json.dumps({"chartgate_config": {
-        "tenants": {TENANT: {"autonomous_vital_signs_min_confidence": 0.9}},
-        "switches": {"agents_off": [], "actions_off": [], "tenants_off": []},
-    }}, indent=2))
+    policy_data.write_text(
+        json.dumps(
+            {
+                "chartgate_config": {
+                    "tenants": {TENANT: {"autonomous_vital_signs_min_confidence": 0.9}},
+                    "switches": {"agents_off": [], "actions_off": [], "tenants_off": []},
+                }
+            },
+            indent=2,
+        )
+    )
     return {
         "agent_id": AGENT,
         "tenant_id": TENANT,
@@ -61,8 +81,12 @@ def _vital_sign(patient: str, value: float) -> dict[str, Any]:
         "code": {"coding": [{"system": LOINC, "code": "8867-4"}]},
         "subject": {"reference": f"Patient/{patient}"},
         "effectiveDateTime": "2026-11-22T09:30:00+00:00",
-        "valueQuantity": {"value": value, "unit": "/min", "system": "http://unitsofmeasure.org",
-                          "code": "/min"},
+        "valueQuantity": {
+            "value": value,
+            "unit": "/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "/min",
+        },
     }
 
 
@@ -75,20 +99,25 @@ class Step:
 
 def _steps() -> list[Step]:
     telecom_update = {
-        "resourceType": "Patient", "id": PATIENT,
+        "resourceType": "Patient",
+        "id": PATIENT,
         "telecom": [{"system": "phone", "value": "+1-555-0100", "use": "mobile"}],
     }
     lab_draft = {
-        "resourceType": "Observation", "status": "preliminary",
+        "resourceType": "Observation",
+        "status": "preliminary",
         "category": [{"coding": [{"system": OBS_CATEGORY, "code": "laboratory"}]}],
         "code": {"coding": [{"system": LOINC, "code": "2345-7"}]},
         "subject": {"reference": f"Patient/{PATIENT}"},
         "valueQuantity": {"value": 98, "unit": "mg/dL"},
     }
     order = {
-        "resourceType": "MedicationRequest", "status": "draft", "intent": "proposal",
-        "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
-                                                  "code": "197361"}]},
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "proposal",
+        "medicationCodeableConcept": {
+            "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "197361"}]
+        },
         "subject": {"reference": f"Patient/{PATIENT}"},
     }
     allergy = {
@@ -96,37 +125,113 @@ def _steps() -> list[Step]:
         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91936005"}]},
         "patient": {"reference": f"Patient/{PATIENT}"},
     }
-    common = {"patient_id": PATIENT, "on_behalf_of": "Practitioner/dr-lee",
-              "model_version": "scribe-2026-10", "prompt_version": "p-41"}
+    common: dict[str, Any] = {
+        "patient_id": PATIENT,
+        "on_behalf_of": "Practitioner/dr-lee",
+        "model_version": "scribe-2026-10",
+        "prompt_version": "p-41",
+    }
     return [
-        Step("update Patient.telecom (administrative)", "written",
-             lambda c: c.propose(tool="fhir.update", resource=telecom_update,
-                                 idempotency_key="demo-telecom-1", confidence=0.99, **common)),
-        Step("same telecom update retried with the same key", "unchanged",
-             lambda c: c.propose(tool="fhir.update", resource=telecom_update,
-                                 idempotency_key="demo-telecom-1", confidence=0.99, **common)),
-        Step("record heart rate from a device (vital signs, confidence 0.97)", "written",
-             lambda c: c.propose(tool="fhir.create", resource=_vital_sign(PATIENT, 72),
-                                 idempotency_key="demo-hr-1", confidence=0.97, **common)),
-        Step("draft a lab observation", "held",
-             lambda c: c.propose(tool="fhir.create", resource=lab_draft,
-                                 idempotency_key="demo-lab-1", confidence=0.8, **common)),
-        Step("draft a medication order", "held",
-             lambda c: c.propose(tool="fhir.create", resource=order,
-                                 idempotency_key="demo-order-1", confidence=0.9, **common)),
-        Step("record an allergy (not whitelisted for agents)", "blocked",
-             lambda c: c.propose(tool="fhir.create", resource=allergy,
-                                 idempotency_key="demo-allergy-1", confidence=0.9, **common)),
-        Step("reuse the chart for AI model training", "blocked",
-             lambda c: c.propose(tool="fhir.create", resource=_vital_sign(PATIENT, 75),
-                                 idempotency_key="demo-train-1", confidence=0.97,
-                                 purpose_of_use="MLTRAINING", **{k: v for k, v in common.items()})),
-        Step("heart rate for another patient than the one named", "refused",
-             lambda c: c.propose(tool="fhir.create", resource=_vital_sign(OTHER_PATIENT, 80),
-                                 idempotency_key="demo-hr-2", confidence=0.97, **common)),
-        Step("reuse the lab draft's key for a different payload", "refused",
-             lambda c: c.propose(tool="fhir.create", resource={**lab_draft, "status": "final"},
-                                 idempotency_key="demo-lab-1", confidence=0.8, **common)),
+        Step(
+            "update Patient.telecom (administrative)",
+            "written",
+            lambda c: c.propose(
+                tool="fhir.update",
+                resource=telecom_update,
+                idempotency_key="demo-telecom-1",
+                confidence=0.99,
+                **common,
+            ),
+        ),
+        Step(
+            "same telecom update retried with the same key",
+            "unchanged",
+            lambda c: c.propose(
+                tool="fhir.update",
+                resource=telecom_update,
+                idempotency_key="demo-telecom-1",
+                confidence=0.99,
+                **common,
+            ),
+        ),
+        Step(
+            "record heart rate from a device (vital signs, confidence 0.97)",
+            "written",
+            lambda c: c.propose(
+                tool="fhir.create",
+                resource=_vital_sign(PATIENT, 72),
+                idempotency_key="demo-hr-1",
+                confidence=0.97,
+                **common,
+            ),
+        ),
+        Step(
+            "draft a lab observation",
+            "held",
+            lambda c: c.propose(
+                tool="fhir.create",
+                resource=lab_draft,
+                idempotency_key="demo-lab-1",
+                confidence=0.8,
+                **common,
+            ),
+        ),
+        Step(
+            "draft a medication order",
+            "held",
+            lambda c: c.propose(
+                tool="fhir.create",
+                resource=order,
+                idempotency_key="demo-order-1",
+                confidence=0.9,
+                **common,
+            ),
+        ),
+        Step(
+            "record an allergy (not whitelisted for agents)",
+            "blocked",
+            lambda c: c.propose(
+                tool="fhir.create",
+                resource=allergy,
+                idempotency_key="demo-allergy-1",
+                confidence=0.9,
+                **common,
+            ),
+        ),
+        Step(
+            "reuse the chart for AI model training",
+            "blocked",
+            lambda c: c.propose(
+                tool="fhir.create",
+                resource=_vital_sign(PATIENT, 75),
+                idempotency_key="demo-train-1",
+                confidence=0.97,
+                purpose_of_use="MLTRAINING",
+                **{k: v for k, v in common.items()},
+            ),
+        ),
+        Step(
+            "heart rate for another patient than the one named",
+            "refused",
+            lambda c: c.propose(
+                tool="fhir.create",
+                resource=_vital_sign(OTHER_PATIENT, 80),
+                idempotency_key="demo-hr-2",
+                confidence=0.97,
+                **common,
+            ),
+        ),
+        Step(
+            "reuse the lab draft's key for a different payload",
+            "refused",
+            lambda c: c.propose(
+                tool="fhir.create",
+                resource={**lab_draft, "status": "final"},
+                idempotency_key="demo-lab-1",
+                confidence=0.8,
+                **common,
+            ),
+        ),
     ]
 
 
@@ -137,12 +242,46 @@ _OUTCOME = {
 }
 
 
+def _run_step(
+    client: ChartgateClient, step: Step, previous: gateway_pb2.Proposal | None
+) -> tuple[str, str, gateway_pb2.Proposal | None]:
+    """Run one step; returns (outcome, what to print, the proposal for the next step to compare)."""
+    try:
+        proposal = step.run(client)
+    except ProposalRefused as exc:
+        fixes = "; ".join(f"{f}: {d}" for f, d in exc.violations) or exc.message
+        return "refused", f"{exc.code.name} {exc.reason}: {fixes}", previous
+    outcome = _OUTCOME.get(proposal.state, gateway_pb2.ProposalState.Name(proposal.state))
+    reasons = "; ".join(r.code for r in proposal.reasons) or "-"
+    tier = gateway_pb2.Tier.Name(proposal.tier).removeprefix("TIER_").lower()
+    detail = f"tier {tier}, reasons: {reasons}"
+    if proposal.fhir_id:
+        detail += f", stored {proposal.resource_type}/{proposal.fhir_id} v{proposal.fhir_version}"
+    if step.expect == "unchanged" and previous is not None:
+        same = (proposal.proposal_id, proposal.fhir_version) == (
+            previous.proposal_id,
+            previous.fhir_version,
+        )
+        outcome = "unchanged" if same else "written again"
+        detail = f"same proposal {proposal.proposal_id}, no new write ({detail})"
+    return outcome, detail, proposal
+
+
 def _seed_chart(fhir_base: str) -> None:
     """The EHR already holds the demo patient (synthetic data) before the agent starts."""
-    patient = {"resourceType": "Patient", "id": PATIENT, "active": True,
-               "name": [{"family": "Example", "given": ["Demo"]}], "gender": "unknown"}
-    response = httpx.put(f"{fhir_base}/Patient/{PATIENT}", json=patient,
-                         headers={"Content-Type": "application/fhir+json"}, timeout=10)
+    patient = {
+        "resourceType": "Patient",
+        "id": PATIENT,
+        "active": True,
+        "name": [{"family": "Example", "given": ["Demo"]}],
+        "gender": "unknown",
+    }
+    response = httpx.put(
+        f"{fhir_base}/Patient/{PATIENT}",
+        json=patient,
+        headers={"Content-Type": "application/fhir+json"},
+        timeout=10,
+    )
     response.raise_for_status()
 
 
@@ -156,34 +295,27 @@ def run_demo(workdir: Path, policy_dir: Path) -> int:
     failures = 0
     try:
         _seed_chart(stack.fhir_base)
-        print(f"  FHIR store {stack.fhir_base}, adapter {stack.adapter_target}, "
-              f"sidecar {stack.sidecar_target} (ready in {time.monotonic() - started:.1f} s)\n")
-        last_version = ""
+        print(
+            f"  FHIR store {stack.fhir_base}, adapter {stack.adapter_target}, "
+            f"sidecar {stack.sidecar_target} (ready in {time.monotonic() - started:.1f} s)\n"
+        )
+        previous: gateway_pb2.Proposal | None = None
         with ChartgateClient(stack.sidecar_target) as client:
             for number, step in enumerate(_steps(), 1):
-                try:
-                    proposal = step.run(client)
-                except ProposalRefused as exc:
-                    outcome = "refused"
-                    detail = f"{exc.code.name} {exc.reason}: " + "; ".join(
-                        f"{f}: {d}" for f, d in exc.violations) if exc.violations else \
-                        f"{exc.code.name} {exc.reason}: {exc.message}"
-                else:
-                    outcome = _OUTCOME.get(proposal.state, gateway_pb2.ProposalState.Name(proposal.state))
-                    reasons = "; ".join(f"{r.code}" for r in proposal.reasons) or "-"
-                    tier = gateway_pb2.Tier.Name(proposal.tier).removeprefix("TIER_").lower()
-                    detail = f"tier {tier}, reasons: {reasons}"
-                    if proposal.fhir_id:
-                        detail += f", stored {proposal.resource_type}/{proposal.fhir_id} v{proposal.fhir_version}"
-                    if step.expect == "unchanged" and outcome == "written":
-                        outcome = "unchanged" if proposal.fhir_version == last_version else "written again"
-                        detail = f"same proposal {proposal.proposal_id}, no new write ({detail})"
-                    last_version = proposal.fhir_version or last_version
+                outcome, detail, previous = _run_step(client, step, previous)
                 ok = outcome == step.expect
                 failures += not ok
-                print(f"  {number}. {step.title}\n     -> {outcome.upper()}{'' if ok else ' (expected ' + step.expect + ')'}: {detail}")
-        stored = httpx.get(f"{stack.fhir_base}/Observation", params={"subject": f"Patient/{PATIENT}"},
-                           timeout=10).json().get("total")
+                note = "" if ok else f" (expected {step.expect})"
+                print(f"  {number}. {step.title}\n     -> {outcome.upper()}{note}: {detail}")
+        stored = (
+            httpx.get(
+                f"{stack.fhir_base}/Observation",
+                params={"subject": f"Patient/{PATIENT}"},
+                timeout=10,
+            )
+            .json()
+            .get("total")
+        )
         print(f"\n  FHIR store holds {stored} Observation(s) for the patient (expected 1)")
         failures += stored != 1
     finally:
@@ -194,6 +326,8 @@ def run_demo(workdir: Path, policy_dir: Path) -> int:
     print("  $ chartgate audit verify", audit_log, "--key", audit_key)
     verified = verify_command(audit_log, audit_key)
     failures += verified != 0
-    print(f"\nDemo {'passed' if failures == 0 else f'FAILED ({failures} step(s) off)'}; "
-          f"processes stopped after {time.monotonic() - started:.1f} s.")
+    print(
+        f"\nDemo {'passed' if failures == 0 else f'FAILED ({failures} step(s) off)'}; "
+        f"processes stopped after {time.monotonic() - started:.1f} s."
+    )
     return 0 if failures == 0 else 1

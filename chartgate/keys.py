@@ -36,7 +36,12 @@ class SigningKey:
     def public_jwk(self) -> dict[str, str]:
         """The public half as a JWK dict with kid, alg and use set."""
         data = self.jwk.as_dict(private=False)
-        return {**{k: str(v) for k, v in data.items()}, "kid": self.kid, "alg": "EdDSA", "use": "sig"}
+        return {
+            **{k: str(v) for k, v in data.items()},
+            "kid": self.kid,
+            "alg": "EdDSA",
+            "use": "sig",
+        }
 
 
 def generate(kid_prefix: str) -> SigningKey:

@@ -46,7 +46,7 @@ def abort(
 
 def error_reason(error: grpc.RpcError) -> tuple[str, list[tuple[str, str]]]:
     """The ErrorInfo reason and BadRequest field violations carried by a failed call."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     reason = ""
     violations: list[tuple[str, str]] = []
     if status is None:

@@ -84,7 +84,9 @@ def _spawn(stack: Stack, name: str, args: Sequence[str]) -> Process:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     popen = subprocess.Popen(
         [sys.executable, "-m", "chartgate.cli", "--log-level", "INFO", *args],
-        stdout=log_file, stderr=subprocess.STDOUT, env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     process = Process(name, popen, log_path, log_file)
     stack.processes.append(process)
@@ -125,8 +127,11 @@ def _fhir_ready(base: str) -> bool:
 
 def start_fhir_store(stack: Stack) -> None:
     port = free_port()
-    process = _spawn(stack, "fhir-store", ["fhir-store", "--workdir", str(stack.workdir),
-                                           "--listen", f"127.0.0.1:{port}"])
+    process = _spawn(
+        stack,
+        "fhir-store",
+        ["fhir-store", "--workdir", str(stack.workdir), "--listen", f"127.0.0.1:{port}"],
+    )
     stack.fhir_base = f"http://127.0.0.1:{port}/fhir"
     _wait(process, lambda: _fhir_ready(stack.fhir_base))
 
@@ -134,10 +139,19 @@ def start_fhir_store(stack: Stack) -> None:
 def start_adapter(stack: Stack, fhir_base: str | None = None) -> None:
     keys.load_or_create(stack.workdir / "keys" / "token-signing.jwk", "token")
     port = free_port()
-    process = _spawn(stack, "adapter", [
-        "adapter", "--workdir", str(stack.workdir), "--listen", f"127.0.0.1:{port}",
-        "--fhir-base", fhir_base or stack.fhir_base,
-    ])
+    process = _spawn(
+        stack,
+        "adapter",
+        [
+            "adapter",
+            "--workdir",
+            str(stack.workdir),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--fhir-base",
+            fhir_base or stack.fhir_base,
+        ],
+    )
     stack.adapter_target = f"127.0.0.1:{port}"
     _wait(process, lambda: grpc_serving(stack.adapter_target))
 
@@ -146,11 +160,22 @@ def start_sidecar(stack: Stack, config: Mapping[str, Any]) -> None:
     """Start the sidecar with `config` (SidecarConfig fields; adapter_target filled in)."""
     port = free_port()
     config_path = stack.workdir / "sidecar.json"
-    config_path.write_text(json.dumps({"adapter_target": stack.adapter_target, **config}, default=str))
-    process = _spawn(stack, "sidecar", [
-        "serve", "--workdir", str(stack.workdir), "--config", str(config_path),
-        "--listen", f"127.0.0.1:{port}",
-    ])
+    config_path.write_text(
+        json.dumps({"adapter_target": stack.adapter_target, **config}, default=str)
+    )
+    process = _spawn(
+        stack,
+        "sidecar",
+        [
+            "serve",
+            "--workdir",
+            str(stack.workdir),
+            "--config",
+            str(config_path),
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+    )
     stack.sidecar_target = f"127.0.0.1:{port}"
     _wait(process, lambda: grpc_serving(stack.sidecar_target), deadline_seconds=60.0)
 

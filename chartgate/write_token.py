@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from typing import Final
 
-TOKEN_TYPE: Final = "at+jwt"  # RFC 9068 section 2.1
+TOKEN_TYPE: Final = "at+jwt"  # noqa: S105 - RFC 9068 section 2.1 media type, not a secret
 ALGORITHM: Final = "EdDSA"  # RFC 8037; the JWKS pins the curve to Ed25519
 WRITE_DETAIL_TYPE: Final = "chartgate_fhir_write"
 MAX_LIFETIME_SECONDS: Final = 60

@@ -41,8 +41,9 @@ class AdapterClient:
             reason, _ = error_reason(exc)
             code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
             details = exc.details() if isinstance(exc, grpc.Call) else ""
-            return AdapterOutcome(ok=False, code=code, reason=reason or "adapter.unavailable",
-                                  message=details or "")
+            return AdapterOutcome(
+                ok=False, code=code, reason=reason or "adapter.unavailable", message=details or ""
+            )
         return AdapterOutcome(
             ok=True,
             fhir_id=response.fhir_id,

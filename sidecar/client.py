@@ -16,8 +16,9 @@ from chartgate.v1 import gateway_pb2, gateway_pb2_grpc
 class ProposalRefused(Exception):
     """The sidecar refused the call; `reason` and `violations` say how to fix it."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, reason: str,
-                 violations: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, reason: str, violations: list[tuple[str, str]]
+    ) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
@@ -52,7 +53,9 @@ class ChartgateClient:
         """Propose one write. Reuse `idempotency_key` on a retry of the same write."""
         text = resource if isinstance(resource, str) else json.dumps(resource)
         if resource_type is None:
-            resource_type = "" if isinstance(resource, str) else str(resource.get("resourceType", ""))
+            resource_type = (
+                "" if isinstance(resource, str) else str(resource.get("resourceType", ""))
+            )
         request = gateway_pb2.ProposeRequest(
             idempotency_key=idempotency_key or uuid.uuid4().hex,
             tool=tool,
@@ -72,7 +75,9 @@ class ChartgateClient:
         return self._call(self._stub.Propose, request)
 
     def get(self, proposal_id: str) -> gateway_pb2.Proposal:
-        return self._call(self._stub.GetProposal, gateway_pb2.GetProposalRequest(proposal_id=proposal_id))
+        return self._call(
+            self._stub.GetProposal, gateway_pb2.GetProposalRequest(proposal_id=proposal_id)
+        )
 
     def _call(self, method: Any, request: Any) -> gateway_pb2.Proposal:
         try:

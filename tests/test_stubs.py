@@ -10,7 +10,9 @@ REPO = Path(__file__).resolve().parent.parent
 def test_generated_stubs_match_proto() -> None:
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "gen_proto.py"), "--check"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
 
@@ -27,7 +29,9 @@ def test_drift_is_detected(tmp_path: Path) -> None:
     stub.write_text(stub.read_text() + "\n# drift\n")
     result = subprocess.run(
         [sys.executable, str(copy / "scripts" / "gen_proto.py"), "--check"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 1
     assert "gateway_pb2.pyi" in result.stderr

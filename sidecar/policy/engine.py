@@ -113,7 +113,7 @@ def decision_from_document(document: Any, *, revision: str, engine: str) -> Deci
                 engine=engine,
             )
         reasons.append(Reason(item["code"], item["message"], str(item.get("rule", ""))))
-    tier = Tier(tier_text)
+    tier = Tier(str(tier_text))
     if allow and tier is Tier.BLOCKED:
         return deny(
             "policy.malformed_decision",

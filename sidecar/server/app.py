@@ -101,13 +101,16 @@ def serve(config: SidecarConfig, workdir: Path, listen: str) -> None:
     sidecar = assemble(config, workdir)
     gateway = ToolGatewayService(sidecar.service)
     server, port, _ = build_server(
-        listen, lambda s: gateway_pb2_grpc.add_ToolGatewayServicer_to_server(gateway, s),
+        listen,
+        lambda s: gateway_pb2_grpc.add_ToolGatewayServicer_to_server(gateway, s),
         [SERVICE_NAME],
     )
     server.start()
     log.info(
         "sidecar for agent %s listening on port %d, policy revision %s",
-        config.agent_id, port, sidecar.engine.revision,
+        config.agent_id,
+        port,
+        sidecar.engine.revision,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -38,7 +38,7 @@ def to_message(record: ProposalRecord) -> gateway_pb2.Proposal:
     return gateway_pb2.Proposal(
         proposal_id=record.proposal_id,
         idempotency_key=record.idempotency_key,
-        state=gateway_pb2.ProposalState.Value(f"PROPOSAL_STATE_{record.state.name}"),
+        state=f"PROPOSAL_STATE_{record.state.name}",
         tier=_TIER.get(record.tier, gateway_pb2.TIER_UNSPECIFIED),
         reasons=[gateway_pb2.Reason(code=r["code"], message=r["message"]) for r in record.reasons],
         payload_sha256=record.payload_sha256,
@@ -53,11 +53,11 @@ def to_message(record: ProposalRecord) -> gateway_pb2.Proposal:
     )
 
 
-class ToolGatewayService(gateway_pb2_grpc.ToolGatewayServicer):  # type: ignore[misc]
+class ToolGatewayService(gateway_pb2_grpc.ToolGatewayServicer):
     def __init__(self, service: ProposalService) -> None:
         self._service = service
 
-    def Propose(  # noqa: N802 - gRPC method name
+    def Propose(
         self, request: gateway_pb2.ProposeRequest, context: grpc.ServicerContext
     ) -> gateway_pb2.Proposal:
         command = ProposeCommand(
@@ -84,7 +84,7 @@ class ToolGatewayService(gateway_pb2_grpc.ToolGatewayServicer):  # type: ignore[
         )
         return to_message(record)
 
-    def GetProposal(  # noqa: N802 - gRPC method name
+    def GetProposal(
         self, request: gateway_pb2.GetProposalRequest, context: grpc.ServicerContext
     ) -> gateway_pb2.Proposal:
         return to_message(_guard(context, lambda: self._service.get(request.proposal_id)))

@@ -79,8 +79,10 @@ def validate_write(
     except json.JSONDecodeError as exc:
         # The position, never the content: the text may hold PHI.
         violations.append(
-            FieldViolation("resource_json", f"not valid JSON: {exc.msg} at line {exc.lineno} "
-                           f"column {exc.colno}")
+            FieldViolation(
+                "resource_json",
+                f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            )
         )
         raise InvalidProposal("the proposal is malformed", tuple(violations)) from None
     except CanonicalizationError as exc:
@@ -105,11 +107,15 @@ def validate_write(
     resource_id = resource.get("id")
     if operation == "create" and resource_id is not None:
         violations.append(
-            FieldViolation("resource_json.id", "a create must not carry an id; the server assigns it")
+            FieldViolation(
+                "resource_json.id", "a create must not carry an id; the server assigns it"
+            )
         )
     if operation == "update" and not (isinstance(resource_id, str) and resource_id):
         violations.append(
-            FieldViolation("resource_json.id", "an update must carry the id of the resource to change")
+            FieldViolation(
+                "resource_json.id", "an update must carry the id of the resource to change"
+            )
         )
     violations.extend(_patient_violations(resource_type, resource, patient_id, operation))
     if violations:
@@ -166,9 +172,7 @@ def _patient_violations(
     expected = f"Patient/{patient_id}"
     if reference is None:
         if operation == "create":
-            return [
-                FieldViolation(f"resource_json.{element}", f"must reference {expected}")
-            ]
+            return [FieldViolation(f"resource_json.{element}", f"must reference {expected}")]
         # An update that leaves the patient element out keeps the chart's; the adapter checks it.
         return []
     ref_text = reference.get("reference") if isinstance(reference, dict) else None
@@ -191,7 +195,9 @@ def _codings(value: Any) -> list[dict[str, str]]:
             continue
         for coding in concept.get("coding", []) or []:
             if isinstance(coding, dict):
-                out.append({"system": str(coding.get("system", "")), "code": str(coding.get("code", ""))})
+                out.append(
+                    {"system": str(coding.get("system", "")), "code": str(coding.get("code", ""))}
+                )
     return out
 
 

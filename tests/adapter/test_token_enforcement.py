@@ -46,8 +46,13 @@ def observation(patient: str = PATIENT, value: float = 1.0) -> dict[str, Any]:
     }
 
 
-def grant_for(body: bytes, *, patient: str = PATIENT, scope: str = "patient/Observation.c",
-              target: str = "Observation") -> WriteGrant:
+def grant_for(
+    body: bytes,
+    *,
+    patient: str = PATIENT,
+    scope: str = "patient/Observation.c",
+    target: str = "Observation",
+) -> WriteGrant:
     return WriteGrant(
         proposal_id=f"pr-{uuid.uuid4().hex}",
         tenant_id="t1",
@@ -81,8 +86,11 @@ def refused(stack: Stack, token: str, body: bytes) -> tuple[grpc.StatusCode, str
 
 
 def stored_for(stack: Stack, grant: WriteGrant) -> list[dict[str, Any]]:
-    return fhir_search(stack.fhir_base, "Observation",
-                       identifier=f"{PROPOSAL_IDENTIFIER_SYSTEM}|{grant.proposal_id}")
+    return fhir_search(
+        stack.fhir_base,
+        "Observation",
+        identifier=f"{PROPOSAL_IDENTIFIER_SYSTEM}|{grant.proposal_id}",
+    )
 
 
 def test_valid_token_writes_once_and_a_replay_is_refused(adapter_stack: Stack) -> None:
@@ -90,7 +98,9 @@ def test_valid_token_writes_once_and_a_replay_is_refused(adapter_stack: Stack) -
     grant = grant_for(body)
     token = minter(adapter_stack).mint(grant).token
     response = write(adapter_stack, token, body)
-    assert response.http_status == 201 and response.fhir_id and response.fhir_version == "1"
+    assert response.http_status == 201
+    assert response.fhir_id
+    assert response.fhir_version == "1"
     code, reason = refused(adapter_stack, token, body)
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "token.replayed")
     assert len(stored_for(adapter_stack, grant)) == 1
@@ -102,7 +112,8 @@ def test_fresh_token_for_the_same_proposal_does_not_write_twice(adapter_stack: S
     grant = grant_for(body)
     first = write(adapter_stack, minter(adapter_stack).mint(grant).token, body)
     second = write(adapter_stack, minter(adapter_stack).mint(grant).token, body)
-    assert second.already_existed and second.fhir_id == first.fhir_id
+    assert second.already_existed
+    assert second.fhir_id == first.fhir_id
     assert second.http_status == 200
     assert len(stored_for(adapter_stack, grant)) == 1
 
@@ -112,7 +123,9 @@ def test_token_for_another_audience_is_refused(adapter_stack: Stack) -> None:
     grant = grant_for(body)
     token = minter(adapter_stack, audience="some-other-adapter").mint(grant).token
     assert refused(adapter_stack, token, body) == (
-        grpc.StatusCode.UNAUTHENTICATED, "token.wrong_audience")
+        grpc.StatusCode.UNAUTHENTICATED,
+        "token.wrong_audience",
+    )
     assert stored_for(adapter_stack, grant) == []
 
 
@@ -120,14 +133,25 @@ def _custom_token(stack: Stack, grant: WriteGrant, **overrides: Any) -> str:
     key = keys.load_private(stack.workdir / "keys" / "token-signing.jwk")
     now = int(time.time())
     claims: dict[str, Any] = {
-        "iss": "chartgate-sidecar", "aud": "chartgate-adapter", "sub": "Practitioner/1",
-        "client_id": "agent-1", "iat": now, "exp": now + 30, "jti": uuid.uuid4().hex,
-        "scope": grant.scope, "patient": grant.patient_id, "tenant": grant.tenant_id,
-        "authorization_details": [{
-            "type": "chartgate_fhir_write", "proposal_id": grant.proposal_id,
-            "operation": grant.operation, "target": grant.target,
-            "payload_sha256": grant.payload_sha256,
-        }],
+        "iss": "chartgate-sidecar",
+        "aud": "chartgate-adapter",
+        "sub": "Practitioner/1",
+        "client_id": "agent-1",
+        "iat": now,
+        "exp": now + 30,
+        "jti": uuid.uuid4().hex,
+        "scope": grant.scope,
+        "patient": grant.patient_id,
+        "tenant": grant.tenant_id,
+        "authorization_details": [
+            {
+                "type": "chartgate_fhir_write",
+                "proposal_id": grant.proposal_id,
+                "operation": grant.operation,
+                "target": grant.target,
+                "payload_sha256": grant.payload_sha256,
+            }
+        ],
     }
     header = {"alg": "EdDSA", "typ": "at+jwt", "kid": key.kid}
     header.update(overrides.pop("header", {}))
@@ -151,7 +175,9 @@ def test_swapped_body_is_refused(adapter_stack: Stack) -> None:
     grant = grant_for(minted_for)
     token = minter(adapter_stack).mint(grant).token
     assert refused(adapter_stack, token, swapped) == (
-        grpc.StatusCode.PERMISSION_DENIED, "payload.hash_mismatch")
+        grpc.StatusCode.PERMISSION_DENIED,
+        "payload.hash_mismatch",
+    )
     assert stored_for(adapter_stack, grant) == []
     # The refused attempt did not burn the token: the right body still goes through once.
     assert write(adapter_stack, token, minted_for).http_status == 201
@@ -185,8 +211,7 @@ def test_token_signed_by_an_unknown_key_is_refused(adapter_stack: Stack) -> None
     grant = grant_for(body)
     forger = keys.generate("token")
     known_kid = keys.load_private(adapter_stack.workdir / "keys" / "token-signing.jwk").kid
-    token = _custom_token(adapter_stack, grant, header={"kid": known_kid},
-                          signing_key=forger.jwk)
+    token = _custom_token(adapter_stack, grant, header={"kid": known_kid}, signing_key=forger.jwk)
     assert refused(adapter_stack, token, body) == (grpc.StatusCode.UNAUTHENTICATED, "token.invalid")
     assert stored_for(adapter_stack, grant) == []
 
@@ -196,7 +221,9 @@ def test_body_for_another_patient_than_the_token_is_refused(adapter_stack: Stack
     grant = grant_for(body, patient=PATIENT)
     token = minter(adapter_stack).mint(grant).token
     assert refused(adapter_stack, token, body) == (
-        grpc.StatusCode.PERMISSION_DENIED, "payload.wrong_patient")
+        grpc.StatusCode.PERMISSION_DENIED,
+        "payload.wrong_patient",
+    )
     assert stored_for(adapter_stack, grant) == []
 
 
@@ -204,9 +231,15 @@ def test_update_of_another_patients_resource_is_refused(adapter_stack: Stack) ->
     """An update naming only an id cannot reach into another chart: the adapter reads it first."""
     body = canonicalize({"resourceType": "Patient", "id": "p-other", "active": False})
     grant = WriteGrant(
-        proposal_id=f"pr-{uuid.uuid4().hex}", tenant_id="t1", agent_id="agent-1",
-        on_behalf_of="", patient_id=PATIENT, scope="patient/Patient.u", operation="update",
-        target="Patient/p-other", payload_sha256=sha256_hex(body),
+        proposal_id=f"pr-{uuid.uuid4().hex}",
+        tenant_id="t1",
+        agent_id="agent-1",
+        on_behalf_of="",
+        patient_id=PATIENT,
+        scope="patient/Patient.u",
+        operation="update",
+        target="Patient/p-other",
+        payload_sha256=sha256_hex(body),
     )
     token = minter(adapter_stack).mint(grant).token
     code, reason = refused(adapter_stack, token, body)

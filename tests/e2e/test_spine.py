@@ -70,18 +70,24 @@ def test_autonomous_create_lands_once_when_sent_three_times(stack: Stack) -> Non
 
 def test_concurrent_sends_with_one_key_write_once(stack: Stack) -> None:
     with ThreadPoolExecutor(max_workers=3) as pool:
-        results = list(pool.map(
-            lambda _: propose(stack, tool="fhir.create", resource=vital(64),
-                              idempotency_key="hr-concurrent"),
-            range(3),
-        ))
+        results = list(
+            pool.map(
+                lambda _: propose(
+                    stack, tool="fhir.create", resource=vital(64), idempotency_key="hr-concurrent"
+                ),
+                range(3),
+            )
+        )
     assert len({r.proposal_id for r in results}) == 1
     assert len(by_proposal(stack, results[0].proposal_id)) == 1
 
 
 def test_autonomous_update_makes_one_new_version(stack: Stack) -> None:
-    update = {"resourceType": "Patient", "id": PATIENT,
-              "telecom": [{"system": "phone", "value": "+1-555-0199"}]}
+    update = {
+        "resourceType": "Patient",
+        "id": PATIENT,
+        "telecom": [{"system": "phone", "value": "+1-555-0199"}],
+    }
     before = fhir_search(stack.fhir_base, "Patient", _id=PATIENT)[0]["meta"]["versionId"]
     results = [
         propose(stack, tool="fhir.update", resource=update, idempotency_key="telecom-three")
@@ -95,17 +101,26 @@ def test_autonomous_update_makes_one_new_version(stack: Stack) -> None:
 
 
 def test_approval_and_blocked_writes_never_reach_the_store(stack: Stack) -> None:
-    lab = {**vital(98), "status": "preliminary",
-           "category": [{"coding": [{"system": OBS_CATEGORY, "code": "laboratory"}]}]}
+    lab = {
+        **vital(98),
+        "status": "preliminary",
+        "category": [{"coding": [{"system": OBS_CATEGORY, "code": "laboratory"}]}],
+    }
     held = propose(stack, tool="fhir.create", resource=lab, idempotency_key="lab-held")
     assert held.state == gateway_pb2.PROPOSAL_STATE_PENDING_APPROVAL
     assert held.tier in (gateway_pb2.TIER_APPROVAL, gateway_pb2.TIER_DUAL_APPROVAL)
-    allergy = {"resourceType": "AllergyIntolerance", "patient": {"reference": f"Patient/{PATIENT}"},
-               "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91936005"}]}}
-    blocked = propose(stack, tool="fhir.create", resource=allergy, idempotency_key="allergy-blocked")
+    allergy = {
+        "resourceType": "AllergyIntolerance",
+        "patient": {"reference": f"Patient/{PATIENT}"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91936005"}]},
+    }
+    blocked = propose(
+        stack, tool="fhir.create", resource=allergy, idempotency_key="allergy-blocked"
+    )
     assert blocked.state == gateway_pb2.PROPOSAL_STATE_BLOCKED
     assert blocked.tier == gateway_pb2.TIER_BLOCKED
-    assert blocked.reasons and all(r.code and r.message for r in blocked.reasons)
+    assert blocked.reasons
+    assert all(r.code and r.message for r in blocked.reasons)
     assert by_proposal(stack, held.proposal_id) == []
     assert fhir_search(stack.fhir_base, "AllergyIntolerance") == []
     # Asked again, they stay where they were: a retry never promotes a proposal.
@@ -117,19 +132,37 @@ def test_approval_and_blocked_writes_never_reach_the_store(stack: Stack) -> None
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"tool": "fhir.create", "resource": "{not json", "resource_type": "Observation"},
-         "resource_json"),
-        ({"tool": "fhir.create", "resource": json.dumps(vital(60)), "resource_type": "Condition"},
-         "resource_json.resourceType"),
-        ({"tool": "fhir.create", "resource": vital(60, patient="demo-patient-2")},
-         "resource_json.subject.reference"),
+        (
+            {"tool": "fhir.create", "resource": "{not json", "resource_type": "Observation"},
+            "resource_json",
+        ),
+        (
+            {
+                "tool": "fhir.create",
+                "resource": json.dumps(vital(60)),
+                "resource_type": "Condition",
+            },
+            "resource_json.resourceType",
+        ),
+        (
+            {"tool": "fhir.create", "resource": vital(60, patient="demo-patient-2")},
+            "resource_json.subject.reference",
+        ),
         ({"tool": "fhir.delete", "resource": vital(60)}, "tool"),
-        ({"tool": "fhir.create", "resource": {**vital(60), "valueQuantity": {"value": "high"}}},
-         "resource_json.valueQuantity.value"),
+        (
+            {"tool": "fhir.create", "resource": {**vital(60), "valueQuantity": {"value": "high"}}},
+            "resource_json.valueQuantity.value",
+        ),
         ({"tool": "fhir.create", "resource": vital(60), "purpose_of_use": ""}, "purpose_of_use"),
     ],
-    ids=["bad-json", "wrong-type", "other-patient", "unknown-tool", "invalid-element",
-         "no-purpose"],
+    ids=[
+        "bad-json",
+        "wrong-type",
+        "other-patient",
+        "unknown-tool",
+        "invalid-element",
+        "no-purpose",
+    ],
 )
 def test_invalid_proposals_are_refused_with_a_fixable_detail(
     stack: Stack, kwargs: dict[str, Any], field: str
@@ -159,7 +192,8 @@ def test_get_proposal_returns_the_ledger_state(stack: Stack) -> None:
     made = propose(stack, tool="fhir.create", resource=vital(66), idempotency_key="get-me")
     with ChartgateClient(stack.sidecar_target) as client:
         got = client.get(made.proposal_id)
-        assert got.state == made.state and got.fhir_id == made.fhir_id
+        assert got.state == made.state
+        assert got.fhir_id == made.fhir_id
         with pytest.raises(ProposalRefused) as info:
             client.get("pr-doesnotexist")
     assert info.value.code == grpc.StatusCode.NOT_FOUND
@@ -168,11 +202,13 @@ def test_get_proposal_returns_the_ledger_state(stack: Stack) -> None:
 def test_health_and_reflection_are_served(stack: Stack) -> None:
     with grpc.insecure_channel(stack.sidecar_target) as channel:
         health = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="chartgate.v1.ToolGateway"))
+            health_pb2.HealthCheckRequest(service="chartgate.v1.ToolGateway")
+        )
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         responses = stub.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
         names = {s.name for r in responses for s in r.list_services_response.service}
     assert "chartgate.v1.ToolGateway" in names
 
@@ -184,8 +220,19 @@ def test_audit_log_of_the_run_verifies_and_detects_tampering(stack: Stack, tmp_p
 
     def verify(path: Any) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "chartgate.cli", "audit", "verify", str(path), "--key", str(key)],
-            capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-m",
+                "chartgate.cli",
+                "audit",
+                "verify",
+                str(path),
+                "--key",
+                str(key),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
 
     ok = verify(log)
@@ -202,13 +249,13 @@ def test_audit_log_of_the_run_verifies_and_detects_tampering(stack: Stack, tmp_p
     line = bytearray(lines[index])
     position = line.index(b'"kind"') + 8
     line[position] = ord("X") if line[position] != ord("X") else ord("Y")
-    tampered.write_bytes(b"".join([*lines[:index], bytes(line), *lines[index + 1:]]))
+    tampered.write_bytes(b"".join([*lines[:index], bytes(line), *lines[index + 1 :]]))
     bad = verify(tampered)
     assert bad.returncode == 1
     assert f"line {index + 1}" in bad.stdout + bad.stderr
 
     deleted = tmp_path / "deleted.jsonl"
-    deleted.write_bytes(b"".join([*lines[:index], *lines[index + 1:]]))
+    deleted.write_bytes(b"".join([*lines[:index], *lines[index + 1 :]]))
     gone = verify(deleted)
     assert gone.returncode == 1
     assert f"line {index + 1}" in gone.stdout + gone.stderr
