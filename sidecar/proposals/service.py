@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -13,12 +14,14 @@ from sidecar.adapter_client import AdapterOutcome
 from sidecar.config import SidecarConfig
 from sidecar.consent import ConsentDirectory
 from sidecar.errors import FieldViolation, IdempotencyConflict, InvalidProposal, ProposalNotFound
-from sidecar.policy.engine import Decision, PolicyEngine, Tier
+from sidecar.policy.engine import Decision, PolicyEngine, Tier, deny
 from sidecar.policy.input import ProposalContext, build_input
 from sidecar.proposals.lifecycle import State
 from sidecar.storage.ledger import Ledger, ProposalRecord
 from sidecar.tokens.mint import TokenMinter, WriteGrant
 from sidecar.validation.fhir import ValidatedWrite, validate_write
+
+log = logging.getLogger("chartgate.sidecar")
 
 _MAX_KEY_LENGTH = 256
 _MODES = frozenset({"live", "batch"})
@@ -145,13 +148,26 @@ class ProposalService:
                 "payload_sha256": record.payload_sha256,
             },
         )
-        decision = self._engine.evaluate(
-            build_input(self._config, write, ctx, self._consents.for_patient(ctx.patient_id))
-        )
+        decision = self._decide(write, ctx)
         record = self._apply_decision(record, decision)
         if record.state is State.APPROVED:
             record = self._submit(record, write, ctx, decision)
         return record
+
+    def _decide(self, write: ValidatedWrite, ctx: ProposalContext) -> Decision:
+        """Evaluate policy; engines never raise by contract, and if one does anyway, deny."""
+        try:
+            return self._engine.evaluate(
+                build_input(self._config, write, ctx, self._consents.for_patient(ctx.patient_id))
+            )
+        except Exception as exc:  # fail closed on any engine defect
+            log.exception("policy engine raised; denying")
+            return deny(
+                "policy.engine_error",
+                f"the policy engine failed ({type(exc).__name__}); denying",
+                revision=getattr(self._engine, "revision", "unknown"),
+                engine=getattr(self._engine, "name", "unknown"),
+            )
 
     def _validate(self, command: ProposeCommand) -> ValidatedWrite:
         violations: list[FieldViolation] = []
