@@ -27,6 +27,7 @@ OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 def demo_sidecar_config(workdir: Path, policy_dir: Path) -> dict[str, Any]:
     """Sidecar settings for the demo tenant, with its consent file and policy data beside them."""
+    workdir.mkdir(parents=True, exist_ok=True)
     consents = workdir / "consents.json"
     consents.write_text(
         json.dumps(

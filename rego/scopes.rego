@@ -1,0 +1,123 @@
+# SMART App Launch v2 scopes: a granted scope in input.agent.scopes must allow the operation
+# (create -> c, update -> u) on the resource type, and a granular scope's filter
+# ("patient/Observation.c?category=<system>|<code>") must match what is submitted.
+package chartgate.scopes
+
+import rego.v1
+
+rule := "chartgate.scopes.deny"
+
+letter := data.chartgate_library.scope_letters[input.action.operation]
+
+# Granted scopes that allow the operation on the type, with their filter ([] or [filter]):
+# <patient|user|system>/<Type or *>.<ordered subset of cruds>[?filter]. A scope that does not
+# parse grants nothing.
+candidates contains [scope, filter] if {
+	some scope in input.agent.scopes
+	mentions_type(scope)
+	parts := split(scope, "?")
+	count(parts) <= 2
+	base := split(parts[0], ".")
+	count(base) == 2
+	path := split(base[0], "/")
+	count(path) == 2
+	data.chartgate_library.scope_contexts[path[0]]
+	path[1] in [input.action.resource_type, "*"]
+	# The table maps each ordered subset of "cruds" to the letters it grants.
+	data.chartgate_library.scope_permissions[base[1]][letter]
+	filter := array.slice(parts, 1, 2)
+}
+
+# A cheap first cut that skips scopes for other types (each expression costs time on the
+# embedded engine).
+mentions_type(scope) if contains(scope, concat("", ["/", input.action.resource_type, "."]))
+
+mentions_type(scope) if contains(scope, "/*.")
+
+# A scope without a filter grants; one with a filter grants when every parameter matches
+# ("a=1&b=2"), and a parameter matches when one of its comma-separated alternatives does.
+matches if {
+	some [_, filter] in candidates
+	count(filter) == 0
+}
+
+matches if {
+	some [_, [filter]] in candidates
+	every param in split(filter, "&") {
+		param_matches(split(param, "="))
+	}
+}
+
+param_matches([name, values]) if {
+	some value in split(values, ",")
+	token_matches(name, value)
+}
+
+token_matches("category", value) if {
+	some coding in input.action.summary.category
+	coding_matches(coding, value)
+}
+
+token_matches("code", value) if {
+	some coding in input.action.summary.code
+	coding_matches(coding, value)
+}
+
+token_matches("status", value) if input.action.summary.status == value
+
+# FHIR token search: "code" (any system), "system|code", "system|" (any code), "|code" (no
+# system).
+coding_matches(coding, value) if {
+	not contains(value, "|")
+	coding.code == value
+}
+
+coding_matches(coding, value) if {
+	[system, code] := split(value, "|")
+	system_matches(coding, system)
+	code_matches(coding, code)
+}
+
+system_matches(coding, "") if object.get(coding, "system", "") == ""
+
+system_matches(coding, system) if {
+	system != ""
+	coding.system == system
+}
+
+code_matches(_, "")
+
+code_matches(coding, code) if {
+	code != ""
+	coding.code == code
+}
+
+# Reasons are only worked out when no scope matches (every rule evaluated costs time on the
+# embedded engine).
+deny := set() if matches
+
+else := problems
+
+problems contains r if {
+	count(candidates) == 0
+	r := {
+		"code": "scope.missing",
+		"message": concat("", [
+			"no granted SMART scope allows ", input.action.operation, " of ", input.action.resource_type,
+			" (e.g. patient/", input.action.resource_type, ".", object.get(data.chartgate_library.scope_letters, input.action.operation, "?"), ")",
+		]),
+		"rule": rule,
+	}
+}
+
+problems contains r if {
+	count(candidates) > 0
+	r := {
+		"code": "scope.filter_mismatch",
+		"message": concat("", [
+			"the submitted resource matches the filter of no granted scope for ", input.action.operation,
+			" of ", input.action.resource_type, ": ", concat(" ", sort([scope | some [scope, _] in candidates])),
+		]),
+		"rule": rule,
+	}
+}

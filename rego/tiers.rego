@@ -1,0 +1,150 @@
+# Risk tiers: which writes are whitelisted for agents (data.chartgate_library.whitelist) and how
+# many human approvals each needs, from resource type, operation, category, tenant settings,
+# confidence and live/batch mode. The strictest contribution wins, so tenant overrides can only
+# make a tier stricter; the one setting that can lower it is the vital-signs threshold below.
+package chartgate.tiers
+
+import rego.v1
+
+lib := data.chartgate_library
+
+key := concat(":", [input.action.operation, input.action.resource_type])
+
+entry := lib.whitelist[key]
+
+tenant := data.chartgate_config.tenants[input.tenant.id]
+
+base_level := lib.levels[entry.tier]
+
+# A tenant may let vital-sign Observation creates at or above a confidence threshold through
+# without approval, in live mode only (tenants.<id>.autonomous_vital_signs_min_confidence).
+vital_signs_autonomous if {
+	key == "create:Observation"
+	input.mode == "live"
+	threshold := tenant.autonomous_vital_signs_min_confidence
+	is_number(threshold)
+	input.confidence >= threshold
+	count(input.action.summary.category) > 0
+	every coding in input.action.summary.category {
+		coding.system == lib.vital_signs.system
+		coding.code == lib.vital_signs.code
+	}
+}
+
+# Category-specific tiers of the whitelist entry, e.g. a problem-list Condition.
+category_tiers contains t if {
+	tiers := entry.category_tiers
+	some coding in input.action.summary.category
+	t := tiers[concat("|", [coding.system, coding.code])]
+}
+
+override_level := lib.levels[tenant.tier_overrides[key]]
+
+levels contains base_level if not vital_signs_autonomous
+
+levels contains 0 if vital_signs_autonomous
+
+levels contains l if {
+	some t in category_tiers
+	l := lib.levels[t.tier]
+}
+
+levels contains override_level
+
+# Batch mode never makes a write autonomous.
+levels contains 1 if batch_raises
+
+# The usual case costs a few lookups (every rule evaluated costs time on the embedded engine):
+# nothing but the whitelist entry contributes.
+entry_alone if {
+	not entry.category_tiers
+	not tenant.tier_overrides[key]
+	not vital_signs_autonomous
+	not batch_raises
+}
+
+batch_raises if {
+	input.mode != "live"
+	base_level == 0
+}
+
+final := base_level if entry_alone
+
+else := max(levels) if entry
+
+tier := lib.order[final]
+
+explain := {entry.reason} if entry_alone
+
+else := contributions
+
+# Why the tier is what it is: the contributions that set the final level.
+contributions contains entry.reason if {
+	not vital_signs_autonomous
+	base_level == final
+}
+
+contributions contains lib.vital_signs.reason if {
+	vital_signs_autonomous
+	final == 0
+}
+
+contributions contains t.reason if {
+	some t in category_tiers
+	lib.levels[t.tier] == final
+}
+
+contributions contains r if {
+	override_level == final
+	override_level > base_level
+	r := {
+		"code": "tier.tenant_override",
+		"message": concat("", ["tenant ", input.tenant.id, " requires ", tier, " for ", key]),
+		"rule": "chartgate.tiers.tenant_override",
+	}
+}
+
+contributions contains lib.batch_mode_reason if {
+	batch_raises
+	final == 1
+}
+
+invalid_override if {
+	entry
+	t := tenant.tier_overrides[key]
+	not lib.levels[t]
+}
+
+# Reasons are only worked out off the usual path (every rule evaluated costs time on the
+# embedded engine).
+deny := set() if {
+	final < 3
+	not invalid_override
+} else := problems
+
+problems contains r if {
+	not entry
+	r := {
+		"code": "tier.not_whitelisted",
+		"message": concat("", [input.action.operation, " of ", input.action.resource_type, " is not whitelisted for agents"]),
+		"rule": "chartgate.tiers.deny",
+	}
+}
+
+problems contains r if {
+	final == 3
+	r := {
+		"code": "tier.tenant_blocked",
+		"message": concat("", ["tenant ", input.tenant.id, " blocks ", key]),
+		"rule": "chartgate.tiers.deny",
+	}
+}
+
+problems contains r if {
+	invalid_override
+	r := {
+		"code": "tier.invalid_override",
+		"message": concat("", ["tenant ", input.tenant.id, " has a tier override for ", key, " that names no tier; denying"]),
+		"rule": "chartgate.tiers.deny",
+	}
+}
