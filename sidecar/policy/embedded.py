@@ -1,30 +1,81 @@
-"""The embedded policy engine: rego-cpp through regopy, compiled once per revision, failing closed."""
+"""The embedded policy engine: the rego/ library compiled once per revision and evaluated in-process by rego-cpp."""
 
 from __future__ import annotations
 
-import json
-import threading
+import logging
+import os
+import queue
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import regopy
 
 from sidecar.policy.engine import DECISION_PACKAGE, DECISION_RULE, Decision, decision_from_document, deny
-from sidecar.policy.loader import PolicyLoadError, PolicySet, compile_error, load_policy
+from sidecar.policy.loader import PolicySet, load_policy
+from sidecar.policy.regocpp import (
+    CompiledPolicy,
+    RegoEvaluationError,
+    UndefinedResult,
+    compile_policy,
+    query_entrypoint,
+    set_input,
+)
+
+log = logging.getLogger("chartgate.policy")
 
 ENTRYPOINT = f"{DECISION_PACKAGE.replace('.', '/')}/{DECISION_RULE}"
+ENGINE_NAME = "embedded"
+
+
+def default_pool_size() -> int:
+    """Evaluations that may run at once: rego-cpp releases the GIL, so one per core pays; more
+    only queue inside the engine instead of in front of it."""
+    return max(2, min(4, os.cpu_count() or 2))
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One independently compiled copy of the policy and the interpreter that queries it.
+
+    regopy interpreters are not thread-safe, and rego-cpp shares nodes between a bundle and the
+    interpreters that query it, so each slot is compiled from the same sources on its own: no
+    rego-cpp object is ever touched by two threads at once.
+    """
+
+    compiled: CompiledPolicy
+    interpreter: regopy.Interpreter
 
 
 class EmbeddedEngine:
-    """A compiled bundle of one policy revision; evaluation is serialized (regopy is not thread-safe)."""
+    """PolicyEngine on rego-cpp (regopy). Compiles the decision entrypoint once per revision.
 
-    name = "embedded"
+    Raises PolicyLoadError at construction when the policy cannot be served (unreadable,
+    invalid, a builtin rego-cpp lacks, or a syntax error). `evaluate` never raises: an engine
+    error, undefined result or malformed document denies with a `policy.*` reason.
+    """
 
-    def __init__(self, policy_dir: Path, extra_data: Path | None = None) -> None:
-        self._policy = load_policy(policy_dir, extra_data)
-        self._lock = threading.Lock()
-        self._interpreter, self._bundle = _compile(self._policy)
+    def __init__(
+        self,
+        policy_dir: Path,
+        extra_data: Path | None = None,
+        *,
+        pool_size: int | None = None,
+        policy: PolicySet | None = None,
+    ) -> None:
+        self._policy = policy if policy is not None else load_policy(policy_dir, extra_data)
+        size = pool_size if pool_size is not None else default_pool_size()
+        if size < 1:
+            raise ValueError("pool_size must be at least 1")
+        self._pool: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
+        for _ in range(size):
+            compiled = compile_policy(self._policy, [ENTRYPOINT])
+            self._pool.put(_Slot(compiled, compiled.builder))
+
+    @property
+    def name(self) -> str:
+        return ENGINE_NAME
 
     @property
     def revision(self) -> str:
@@ -35,44 +86,34 @@ class EmbeddedEngine:
         return self._policy
 
     def evaluate(self, policy_input: Mapping[str, Any]) -> Decision:
+        revision = self._policy.revision
+        slot = self._pool.get()
         try:
-            with self._lock:
-                self._interpreter.set_input(regopy.Input(dict(policy_input)))
-                output = self._interpreter.query_bundle_entrypoint(self._bundle, ENTRYPOINT)
-                ok = output.ok()
-                text = output.node().json() if ok else ""
-        except Exception as exc:  # regopy raises RegoError and others; fail closed on all
+            set_input(slot.interpreter, policy_input)
+            document = query_entrypoint(slot.interpreter, slot.compiled.bundle, ENTRYPOINT)
+        except UndefinedResult:
+            return deny(
+                "policy.undefined",
+                f"policy decision {ENTRYPOINT} is undefined for this input; denying",
+                revision=revision,
+                engine=ENGINE_NAME,
+            )
+        except RegoEvaluationError as exc:
+            log.error("policy evaluation failed (revision %s): %s", revision, exc)
             return deny(
                 "policy.engine_error",
-                f"the policy engine failed ({type(exc).__name__}); denying",
-                revision=self.revision,
-                engine=self.name,
+                f"policy evaluation failed in the embedded engine ({exc}); denying",
+                revision=revision,
+                engine=ENGINE_NAME,
             )
-        if not ok:
+        except Exception as exc:  # any defect here must deny, never raise into the caller
+            log.exception("policy engine failed (revision %s)", revision)
             return deny(
                 "policy.engine_error",
-                "the policy engine reported an evaluation error; denying",
-                revision=self.revision,
-                engine=self.name,
+                f"the embedded policy engine failed ({type(exc).__name__}); denying",
+                revision=revision,
+                engine=ENGINE_NAME,
             )
-        try:
-            expressions = json.loads(text).get("expressions", [])
-        except (ValueError, AttributeError):
-            expressions = []
-        document = expressions[0] if expressions else None
-        return decision_from_document(document, revision=self.revision, engine=self.name)
-
-
-def _compile(policy: PolicySet) -> tuple[Any, Any]:
-    interpreter = regopy.Interpreter()
-    interpreter.strict_built_in_errors = True
-    try:
-        interpreter.add_data_json(policy.data_json)
-        for module in policy.serving_modules:
-            interpreter.add_module(module.name, module.source)
-        bundle = interpreter.build(None, [ENTRYPOINT])
-    except Exception as exc:
-        raise compile_error(exc, policy.serving_modules) from exc
-    if not bundle.ok():
-        raise PolicyLoadError(f"{policy.root}: policy did not compile")
-    return interpreter, bundle
+        finally:
+            self._pool.put(slot)
+        return decision_from_document(document, revision=revision, engine=ENGINE_NAME)

@@ -30,7 +30,7 @@ _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EX
 
 
 class AuditSink(Protocol):
-    def append(self, kind: str, body: Mapping[str, Any]) -> Any: ...
+    def append(self, kind: str, body: Mapping[str, Any], *, durable: bool = True) -> Any: ...
 
 
 class AdapterPort(Protocol):
@@ -147,6 +147,8 @@ class ProposalService:
                 "trace_id": ctx.trace_id,
                 "payload_sha256": record.payload_sha256,
             },
+            # Made durable by the policy.decision append that always follows (group commit).
+            durable=False,
         )
         decision = self._decide(write, ctx)
         record = self._apply_decision(record, decision)

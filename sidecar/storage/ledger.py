@@ -77,7 +77,7 @@ _COLUMNS = tuple(ProposalRecord.__dataclass_fields__)
 
 
 class Ledger:
-    """Thread-safe proposal ledger over one SQLite database (WAL, synchronous=FULL)."""
+    """Thread-safe proposal ledger over one SQLite database (WAL, synchronous=NORMAL)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +87,11 @@ class Ledger:
         self._lock = threading.Lock()
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            # NORMAL in WAL mode survives a process crash; a power loss may drop the newest rows.
+            # That is acceptable because the durable record is the fsynced audit log, and a lost
+            # row cannot cause a second write: proposal ids are derived from the idempotency key
+            # and the adapter's conditional create finds the first write by that id.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA busy_timeout=5000")
             self._conn.executescript(_SCHEMA)
 
