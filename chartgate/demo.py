@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sidecar.audit.verify import verify_command
 
 from chartgate.stack import Stack, start_stack
 from chartgate.v1 import gateway_pb2
+from sidecar.audit.verify import verify_command
 from sidecar.client import ChartgateClient, ProposalRefused
 
 AGENT = "scribe-agent"

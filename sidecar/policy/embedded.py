@@ -12,7 +12,13 @@ from typing import Any
 
 import regopy
 
-from sidecar.policy.engine import DECISION_PACKAGE, DECISION_RULE, Decision, decision_from_document, deny
+from sidecar.policy.engine import (
+    DECISION_PACKAGE,
+    DECISION_RULE,
+    Decision,
+    decision_from_document,
+    deny,
+)
 from sidecar.policy.loader import PolicySet, load_policy
 from sidecar.policy.regocpp import (
     CompiledPolicy,
