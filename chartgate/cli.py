@@ -43,6 +43,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--listen", default="127.0.0.1:50051", help="HOST:PORT (default 127.0.0.1:50051)"
     )
+    p.add_argument(
+        "--token-key",
+        type=Path,
+        default=None,
+        help="private token-signing JWK, e.g. mounted from a Secret "
+        "(default WORKDIR/keys/token-signing.jwk, created if absent)",
+    )
+    p.add_argument(
+        "--audit-key",
+        type=Path,
+        default=None,
+        help="private audit-signing JWK (default WORKDIR/keys/audit-signing.jwk)",
+    )
 
     p = sub.add_parser(
         "adapter", help="run an adapter (verifies tokens, writes to one FHIR server)"
@@ -107,7 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sidecar.config import SidecarConfig
         from sidecar.server.app import serve
 
-        serve(SidecarConfig.load(args.config), args.workdir, args.listen)
+        serve(
+            SidecarConfig.load(args.config),
+            args.workdir,
+            args.listen,
+            token_key=args.token_key,
+            audit_key=args.audit_key,
+        )
         return 0
     if command == "adapter":
         from adapters.server import AdapterConfig

@@ -75,11 +75,27 @@ class Sidecar:
         self.audit.close()
 
 
-def assemble(config: SidecarConfig, workdir: Path, engine: PolicyEngine | None = None) -> Sidecar:
+def assemble(
+    config: SidecarConfig,
+    workdir: Path,
+    engine: PolicyEngine | None = None,
+    *,
+    token_key_path: Path | None = None,
+    audit_key_path: Path | None = None,
+) -> Sidecar:
     layout = WorkdirLayout(workdir)
     preload_models()
-    token_key = keys.load_or_create(layout.token_key, "token")
-    audit_key = keys.load_or_create(layout.audit_key, "audit")
+    # Keys given as paths (mounted Secrets) must exist; the workdir's are created on first start.
+    token_key = (
+        keys.load_private(token_key_path)
+        if token_key_path
+        else keys.load_or_create(layout.token_key, "token")
+    )
+    audit_key = (
+        keys.load_private(audit_key_path)
+        if audit_key_path
+        else keys.load_or_create(layout.audit_key, "audit")
+    )
     engine = engine or build_engine(config)
     ledger = Ledger(layout.ledger)
     audit = AuditLog(layout.audit_log, audit_key)
@@ -96,9 +112,16 @@ def assemble(config: SidecarConfig, workdir: Path, engine: PolicyEngine | None =
     return Sidecar(service=service, ledger=ledger, audit=audit, adapter=adapter, engine=engine)
 
 
-def serve(config: SidecarConfig, workdir: Path, listen: str) -> None:
+def serve(
+    config: SidecarConfig,
+    workdir: Path,
+    listen: str,
+    *,
+    token_key: Path | None = None,
+    audit_key: Path | None = None,
+) -> None:
     """Run the sidecar until SIGTERM or SIGINT."""
-    sidecar = assemble(config, workdir)
+    sidecar = assemble(config, workdir, token_key_path=token_key, audit_key_path=audit_key)
     gateway = ToolGatewayService(sidecar.service)
     server, port, _ = build_server(
         listen,
