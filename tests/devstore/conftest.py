@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,10 @@ from typing import IO
 import httpx
 import pytest
 
+from chartgate.stack import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 FHIR_JSON = "application/fhir+json"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -41,7 +36,7 @@ class StoreProcess:
         return f"http://127.0.0.1:{self.port}/fhir"
 
     def start(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self._log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
             [
