@@ -36,8 +36,13 @@ for_purpose contains c if {
 	input.purpose_of_use in c.purposes
 }
 
+purpose_given if {
+	is_string(input.purpose_of_use)
+	input.purpose_of_use != ""
+}
+
 problems contains r if {
-	not is_string(input.purpose_of_use)
+	not purpose_given
 	r := {"code": "consent.purpose_missing", "message": "the request names no purpose of use", "rule": rule}
 }
 
@@ -52,6 +57,7 @@ problems contains r if {
 
 problems contains r if {
 	count(for_purpose) == 0
+	purpose_given
 	input.purpose_of_use != "MLTRAINING"
 	r := {
 		"code": "consent.missing",

@@ -31,11 +31,11 @@ tenant_adjusts if tenant.approver_roles[input.action.resource_type]
 
 obligations := library_obligations if not tenant_adjusts
 
-else := object.union(library_obligations, {
-	"token_ttl_seconds": shorter(library_obligations.token_ttl_seconds, tenant.token_ttl_seconds),
-	"approval_expiry_seconds": shorter(library_obligations.approval_expiry_seconds, tenant.approval_expiry_seconds),
+obligations := object.union(library_obligations, {
+	"token_ttl_seconds": shorter(library_obligations.token_ttl_seconds, object.get(tenant, "token_ttl_seconds", null)),
+	"approval_expiry_seconds": shorter(library_obligations.approval_expiry_seconds, object.get(tenant, "approval_expiry_seconds", null)),
 	"approver_roles": tenant_roles,
-})
+}) if tenant_adjusts
 
 # A tenant's value when it is a whole number of seconds (at least 1) below the library's.
 shorter(library, setting) := setting if {
@@ -53,22 +53,26 @@ else := roles if {
 	count(roles) > 0
 } else := library_obligations.approver_roles
 
-decision := {
+# sort() of a set returns a set in rego-cpp 1.5.2 (an array in OPA); iterating it gives an array
+# in sorted order on both.
+sorted_array(s) := [x | some x in sort(s)]
+
+allowed_decision := {
 	"allow": true,
 	"tier": tiers.tier,
-	"reasons": sort(tiers.explain),
+	"reasons": sorted_array(tiers.explain),
 	"obligations": obligations,
-} if {
-	count(denials) == 0
-} else := {
+}
+
+blocked_decision := {
 	"allow": false,
 	"tier": "blocked",
-	"reasons": sort(denials | malformed),
+	"reasons": sorted_array(denials | malformed),
 	"obligations": blocked_obligations,
-} if {
-	count(denials) > 0
-} else := {
-	# Nothing denied, yet no tier came out (e.g. a whitelist entry naming an unknown tier).
+}
+
+# Nothing denied, yet no tier came out (e.g. a whitelist entry naming an unknown tier): block.
+default decision := {
 	"allow": false,
 	"tier": "blocked",
 	"reasons": [{
@@ -76,8 +80,12 @@ decision := {
 		"message": "the policy produced no tier for this write; denying",
 		"rule": "chartgate.decision.decision",
 	}],
-	"obligations": blocked_obligations,
+	"obligations": {"token_ttl_seconds": 0, "approvals_required": 0, "approver_roles": [], "approval_expiry_seconds": 0},
 }
+
+decision := allowed_decision if count(denials) == 0
+
+decision := blocked_decision if count(denials) > 0
 
 blocked_obligations := {"token_ttl_seconds": 0, "approvals_required": 0, "approver_roles": [], "approval_expiry_seconds": 0}
 

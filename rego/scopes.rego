@@ -37,20 +37,23 @@ mentions_type(scope) if contains(scope, "/*.")
 # A scope without a filter grants; one with a filter grants when every parameter matches
 # ("a=1&b=2"), and a parameter matches when one of its comma-separated alternatives does.
 matches if {
-	some [_, filter] in candidates
-	count(filter) == 0
+	some candidate in candidates
+	count(candidate[1]) == 0
 }
 
 matches if {
-	some [_, [filter]] in candidates
-	every param in split(filter, "&") {
-		param_matches(split(param, "="))
+	some candidate in candidates
+	count(candidate[1]) == 1
+	every param in split(candidate[1][0], "&") {
+		param_matches(param)
 	}
 }
 
-param_matches([name, values]) if {
-	some value in split(values, ",")
-	token_matches(name, value)
+param_matches(param) if {
+	name_values := split(param, "=")
+	count(name_values) == 2
+	some value in split(name_values[1], ",")
+	token_matches(name_values[0], value)
 }
 
 token_matches("category", value) if {
@@ -85,7 +88,7 @@ system_matches(coding, system) if {
 	coding.system == system
 }
 
-code_matches(_, "")
+code_matches(_, "") := true
 
 code_matches(coding, code) if {
 	code != ""
@@ -116,7 +119,7 @@ problems contains r if {
 		"code": "scope.filter_mismatch",
 		"message": concat("", [
 			"the submitted resource matches the filter of no granted scope for ", input.action.operation,
-			" of ", input.action.resource_type, ": ", concat(" ", sort([scope | some [scope, _] in candidates])),
+			" of ", input.action.resource_type, ": ", concat(" ", sort([candidate[0] | some candidate in candidates])),
 		]),
 		"rule": rule,
 	}

@@ -40,7 +40,10 @@ category_tiers contains t if {
 
 override_level := lib.levels[tenant.tier_overrides[key]]
 
-levels contains base_level if not vital_signs_autonomous
+levels contains l if {
+	not vital_signs_autonomous
+	l := base_level
+}
 
 levels contains 0 if vital_signs_autonomous
 
@@ -49,7 +52,9 @@ levels contains l if {
 	l := lib.levels[t.tier]
 }
 
-levels contains override_level
+levels contains l if {
+	l := override_level
+}
 
 # Batch mode never makes a write autonomous.
 levels contains 1 if batch_raises
@@ -79,18 +84,21 @@ explain := {entry.reason} if entry_alone
 else := contributions
 
 # Why the tier is what it is: the contributions that set the final level.
-contributions contains entry.reason if {
+contributions contains r if {
+	r := entry.reason
 	not vital_signs_autonomous
 	base_level == final
 }
 
-contributions contains lib.vital_signs.reason if {
+contributions contains r if {
+	r := lib.vital_signs.reason
 	vital_signs_autonomous
 	final == 0
 }
 
-contributions contains t.reason if {
+contributions contains r if {
 	some t in category_tiers
+	r := t.reason
 	lib.levels[t.tier] == final
 }
 
@@ -104,7 +112,8 @@ contributions contains r if {
 	}
 }
 
-contributions contains lib.batch_mode_reason if {
+contributions contains r if {
+	r := lib.batch_mode_reason
 	batch_raises
 	final == 1
 }

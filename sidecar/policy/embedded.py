@@ -45,9 +45,10 @@ def default_pool_size() -> int:
 class _Slot:
     """One independently compiled copy of the policy and the interpreter that queries it.
 
-    regopy interpreters are not thread-safe, and rego-cpp shares nodes between a bundle and the
-    interpreters that query it, so each slot is compiled from the same sources on its own: no
-    rego-cpp object is ever touched by two threads at once.
+    regopy interpreters are not thread-safe, and whether one rego-cpp bundle may be queried from
+    two interpreters at once is not documented, so each slot is compiled from the same sources
+    on its own: no rego-cpp object is ever touched by two threads at once. Measured with 8
+    threads on 2 cores: one slot (a lock, in effect) ~560 decisions/s, two slots ~900/s.
     """
 
     compiled: CompiledPolicy

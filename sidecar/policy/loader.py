@@ -14,6 +14,9 @@ import regopy
 
 DATA_FILE = "data.json"
 TEST_SUFFIX = "_test.rego"
+# The only top-level data key an operator file may set: settings and kill switches. The
+# library's tables (chartgate_library) are policy and change only with a policy release.
+OPERATOR_KEYS = frozenset({"chartgate_config"})
 
 # Builtins rego-cpp implements as keywords rather than as registered builtins: `is_builtin`
 # says no, yet they evaluate (measured with regopy 1.5.2: `print` writes to stdout).
@@ -74,6 +77,7 @@ class PolicySet:
     modules: tuple[PolicyModule, ...]
     data: Mapping[str, Any]
     revision: str
+    library_revision: str = ""  # the directory alone, without the operator data file
     data_files: tuple[Path, ...] = field(default=())
 
     @property
@@ -106,11 +110,11 @@ def merge_data(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def _read_json_object(path: Path) -> dict[str, Any]:
+def _parse_json_object(path: Path, content: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyLoadError(f"{path}: cannot read policy data: {exc}") from exc
+        value = json.loads(content.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PolicyLoadError(f"{path}: policy data is not UTF-8: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise PolicyLoadError(
             f"{path}:{exc.lineno}: policy data is not valid JSON: {exc.msg}"
@@ -121,26 +125,48 @@ def _read_json_object(path: Path) -> dict[str, Any]:
 
 
 def policy_files(policy_dir: Path) -> list[Path]:
-    """Every file that makes up a revision: `*.rego` (tests included) and the top-level data.json."""
-    files = [p for p in policy_dir.rglob("*.rego") if p.is_file()]
+    """Every file that makes up a revision: `*.rego` (tests included) and the top-level data.json.
+
+    Paths with a part starting with "." are skipped: a Kubernetes ConfigMap volume holds each
+    file twice, as `name` (a symlink) and under the kubelet's hidden `..<timestamp>/` directory.
+    """
+    files = [
+        p
+        for p in policy_dir.rglob("*.rego")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(policy_dir).parts)
+    ]
     data = policy_dir / DATA_FILE
     if data.is_file():
         files.append(data)
     return sorted(files)
 
 
-def compute_revision(policy_dir: Path, extra_data: Path | None = None) -> str:
-    """`sha256:` + 16 hex digits over the sorted relative paths and contents of the policy files."""
-    digest = hashlib.sha256()
-    entries: list[tuple[str, bytes]] = [
+_EXTRA_PREFIX = "@extra/"
+
+
+def _read_entries(policy_dir: Path, extra_data: Path | None) -> list[tuple[str, bytes]]:
+    """(name, bytes) of every policy file, read once: the revision and the loaded policy are
+    computed from the same bytes, so a file edited mid-load cannot pair one with the other."""
+    entries = [
         (p.relative_to(policy_dir).as_posix(), p.read_bytes()) for p in policy_files(policy_dir)
     ]
     if extra_data is not None:
-        entries.append((f"@extra/{extra_data.name}", extra_data.read_bytes()))
+        entries.append((_EXTRA_PREFIX + extra_data.name, extra_data.read_bytes()))
+    return entries
+
+
+def _revision(entries: Iterable[tuple[str, bytes]]) -> str:
+    digest = hashlib.sha256()
     for name, content in entries:
         digest.update(name.encode("utf-8") + b"\0")
         digest.update(hashlib.sha256(content).digest())
     return "sha256:" + digest.hexdigest()[:16]
+
+
+def compute_revision(policy_dir: Path, extra_data: Path | None = None) -> str:
+    """`sha256:` + 16 hex digits over the sorted relative paths and contents of the policy files
+    (every `*.rego`, tests included, and data.json) and the operator data file, if any."""
+    return _revision(_read_entries(policy_dir, extra_data))
 
 
 def load_policy(
@@ -149,40 +175,52 @@ def load_policy(
     """Read a policy directory (and an optional operator data file) and check it for rego-cpp.
 
     Raises PolicyLoadError naming file and line for a missing directory, unreadable files,
-    invalid JSON, a call to a builtin rego-cpp lacks, or a `with` form rego-cpp mishandles.
-    Syntax errors surface when the engine compiles (see `compile_error`).
+    invalid JSON, operator data outside `chartgate_config`, a call to a builtin rego-cpp lacks,
+    or a `with` form rego-cpp mishandles. Syntax errors surface when the engine compiles
+    (`sidecar.policy.regocpp.compile_policy`), also as PolicyLoadError.
     """
     if not policy_dir.is_dir():
         raise PolicyLoadError(f"{policy_dir}: policy directory does not exist")
+    if extra_data is not None and not extra_data.is_file():
+        raise PolicyLoadError(f"{extra_data}: operator data file does not exist")
     try:
-        revision = compute_revision(policy_dir, extra_data)
-        modules = [
-            PolicyModule(p.relative_to(policy_dir).as_posix(), p.read_text(encoding="utf-8"))
-            for p in policy_files(policy_dir)
-            if p.suffix == ".rego"
-        ]
-    except (OSError, UnicodeDecodeError) as exc:
+        entries = _read_entries(policy_dir, extra_data)
+    except OSError as exc:
         raise PolicyLoadError(f"{policy_dir}: cannot read policy files: {exc}") from exc
-    if not include_tests:
-        modules = [m for m in modules if not m.is_test]
-    if not any(not m.is_test for m in modules):
-        raise PolicyLoadError(f"{policy_dir}: no .rego policy files")
+    library = [(name, content) for name, content in entries if not name.startswith(_EXTRA_PREFIX)]
+    modules: list[PolicyModule] = []
     data: dict[str, Any] = {}
     data_files: list[Path] = []
-    if (policy_dir / DATA_FILE).is_file():
-        data = _read_json_object(policy_dir / DATA_FILE)
-        data_files.append(policy_dir / DATA_FILE)
-    if extra_data is not None:
-        if not extra_data.is_file():
-            raise PolicyLoadError(f"{extra_data}: operator data file does not exist")
-        data = merge_data(data, _read_json_object(extra_data))
-        data_files.append(extra_data)
+    for name, content in entries:
+        if name.endswith(".rego"):
+            if name.endswith(TEST_SUFFIX) and not include_tests:
+                continue
+            try:
+                modules.append(PolicyModule(name, content.decode("utf-8")))
+            except UnicodeDecodeError as exc:
+                raise PolicyLoadError(f"{policy_dir / name}: not UTF-8: {exc}") from exc
+        elif name == DATA_FILE:
+            data = _parse_json_object(policy_dir / name, content)
+            data_files.append(policy_dir / name)
+        elif extra_data is not None:
+            override = _parse_json_object(extra_data, content)
+            unexpected = sorted(set(override) - OPERATOR_KEYS)
+            if unexpected:
+                raise PolicyLoadError(
+                    f"{extra_data}: operator data may only set {', '.join(sorted(OPERATOR_KEYS))}; "
+                    f"found {', '.join(unexpected)} (library tables change only with a policy release)"
+                )
+            data = merge_data(data, override)
+            data_files.append(extra_data)
+    if not any(not m.is_test for m in modules):
+        raise PolicyLoadError(f"{policy_dir}: no .rego policy files")
     check_modules(modules)
     return PolicySet(
         root=policy_dir,
         modules=tuple(modules),
         data=data,
-        revision=revision,
+        revision=_revision(entries),
+        library_revision=_revision(library),
         data_files=tuple(data_files),
     )
 
@@ -250,8 +288,54 @@ def _defined_names(infos: Iterable[_ModuleInfo]) -> dict[str, set[str]]:
     return names
 
 
+_FUNCTION_HEAD = re.compile(rf"^({_IDENT})\(", re.MULTILINE)
+
+
+def _function_heads(info: _ModuleInfo) -> list[tuple[str, int, int]]:
+    """(name, arity, line) of every function head (`name(args) ...` starting a line)."""
+    heads: list[tuple[str, int, int]] = []
+    code = info.code
+    for match in _FUNCTION_HEAD.finditer(code):
+        depth, commas, i = 1, 0, match.end()
+        blank = True
+        while i < len(code) and depth:
+            ch = code[i]
+            if ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                depth -= 1
+            elif ch == "," and depth == 1:
+                commas += 1
+            if depth and not ch.isspace():
+                blank = False
+            i += 1
+        heads.append((match.group(1), 0 if blank else commas + 1, _line_of(code, match.start())))
+    return heads
+
+
+def _arity_problems(infos: Sequence[_ModuleInfo]) -> list[str]:
+    """rego-cpp 1.5.2 crashes (segfault while building) when functions of one name have
+    different arities, even in different packages (measured; docs/policy.md)."""
+    by_name: dict[str, dict[int, list[str]]] = {}
+    for info in infos:
+        for name, arity, line in _function_heads(info):
+            by_name.setdefault(name, {}).setdefault(arity, []).append(f"{info.module.name}:{line}")
+    problems: list[str] = []
+    for name, arities in sorted(by_name.items()):
+        if len(arities) > 1:
+            where = "; ".join(
+                f"{arity} argument(s) at {', '.join(places)}"
+                for arity, places in sorted(arities.items())
+            )
+            problems.append(
+                f"function {name} is defined with different numbers of arguments ({where}); "
+                "rego-cpp 1.5.2 crashes compiling that, even across packages: rename one"
+            )
+    return problems
+
+
 def check_modules(modules: Sequence[PolicyModule]) -> None:
-    """Refuse calls to builtins rego-cpp lacks and `with` forms it mishandles.
+    """Refuse calls to builtins rego-cpp lacks and forms it crashes on or gets wrong.
 
     rego-cpp 1.5.2 turns a call to a builtin it does not implement into *undefined*, so
     `deny if net.cidr_contains(...)` would silently stop denying: such a policy must not load.
@@ -259,7 +343,7 @@ def check_modules(modules: Sequence[PolicyModule]) -> None:
     infos = [_module_info(m) for m in modules]
     defined = _defined_names(infos)
     interpreter = regopy.Interpreter()
-    problems: list[str] = []
+    problems: list[str] = _arity_problems(infos)
     for info in infos:
         local = defined.get(info.package, set())
         for match in _CALL.finditer(info.code):

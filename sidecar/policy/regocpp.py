@@ -11,7 +11,7 @@ from typing import Any
 import regopy
 from regopy import rego_shared
 
-from sidecar.policy.loader import PolicyModule, PolicySet, compile_error
+from sidecar.policy.loader import PolicyLoadError, PolicyModule, PolicySet, compile_error
 
 # The C entry points regopy itself binds (argtypes set there). Calling them directly skips
 # regopy's per-node Python wrappers: converting a typical 1-2 KB input through `regopy.Input`
@@ -90,21 +90,27 @@ def set_input(interpreter: regopy.Interpreter, value: Any) -> None:
 _ERRMSG = re.compile(r"\(errormsg \d+:([^)\n]*)")
 
 
-def _error_text(output: int) -> str:
-    """The first `errormsg` of an error output: builtin messages are fixed phrases ("divide by
-    zero", "invalid syntax"), not input values, so they are fit for a reason message."""
+def _error_messages(node: int) -> list[str]:
+    """The `errormsg` texts of a rego-cpp error node (an error sequence and its children)."""
     try:
-        node = rego_shared.rego_output_node(output)
         text = rego_shared.rego_node_json(node)
         for i in range(rego_shared.rego_node_size(node)):
             text += rego_shared.rego_node_json(rego_shared.rego_node_get(node, i))
-    except Exception:  # error details are best effort; the evaluation already failed
-        return "evaluation error"
-    match = _ERRMSG.search(text)
-    return match.group(1).strip()[:120] if match else "evaluation error"
+    except Exception:  # error details are best effort; the caller already failed
+        return []
+    return [m.strip()[:120] for m in _ERRMSG.findall(text)]
 
 
-def query_entrypoint(interpreter: regopy.Interpreter, bundle: regopy.Bundle, entrypoint: str) -> Any:
+def _error_text(output: int) -> str:
+    """The first `errormsg` of an error output: builtin messages are fixed phrases ("divide by
+    zero", "invalid syntax"), not input values, so they are fit for a reason message."""
+    messages = _error_messages(rego_shared.rego_output_node(output))
+    return messages[0] if messages else "evaluation error"
+
+
+def query_entrypoint(
+    interpreter: regopy.Interpreter, bundle: regopy.Bundle, entrypoint: str
+) -> Any:
     """Evaluate one entrypoint of a built bundle and return its value.
 
     Raises RegoEvaluationError on an engine error and UndefinedResult when undefined. The JSON
@@ -170,7 +176,9 @@ def compile_policy(
     except regopy.RegoError as exc:
         raise compile_error(exc, chosen) from exc
     if not bundle.ok():
-        raise compile_error(RuntimeError("rego-cpp could not build the policy bundle"), chosen)
+        # Some compile errors come back in the bundle rather than raised, without a position.
+        messages = _error_messages(bundle.node()._impl) or ["unknown error"]
+        raise PolicyLoadError("policy does not compile:\n  " + "\n  ".join(messages))
     return CompiledPolicy(
         policy=policy, bundle=bundle, entrypoints=tuple(entrypoints), builder=builder
     )

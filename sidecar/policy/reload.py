@@ -1,78 +1,200 @@
-"""Hot reload: watch the policy directory and swap in a new revision only if it compiles."""
+"""Hot reload: watch the policy directory and swap in a new revision only if it compiles and its tests pass."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sidecar.policy.embedded import EmbeddedEngine
+import sidecar
+from sidecar.policy.embedded import ENGINE_NAME, EmbeddedEngine
 from sidecar.policy.engine import Decision, deny
-from sidecar.policy.loader import PolicyLoadError, compute_revision
+from sidecar.policy.loader import PolicyLoadError, load_policy, policy_files
 
 log = logging.getLogger("chartgate.policy")
 
+NO_REVISION = "none"
+
+
+class PolicyTestsFailed(PolicyLoadError):
+    """The candidate revision compiles but its own `*_test.rego` tests do not pass."""
+
+
+def run_tests_isolated(policy_dir: Path, timeout_seconds: float) -> dict[str, Any]:
+    """Run the directory's policy tests in a child process and return the JSON report.
+
+    A child, because rego-cpp can crash the process on some inputs (docs/policy.md): a bad
+    edit must never take the sidecar down with it.
+    """
+    package_root = str(Path(sidecar.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    try:
+        child = subprocess.run(
+            [sys.executable, "-m", "sidecar.policy.testing", "--json", str(policy_dir)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_seconds,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise PolicyTestsFailed(
+            f"policy tests did not finish within {timeout_seconds:g} s"
+        ) from exc
+    lines = child.stdout.strip().splitlines()
+    try:
+        report = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        report = None
+    if not isinstance(report, dict):
+        detail = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
+        raise PolicyTestsFailed(f"policy tests crashed ({detail})")
+    return report
+
+
+def _test_failure_message(report: Mapping[str, Any]) -> str:
+    if report.get("load_error"):
+        return str(report["load_error"])
+    failures = [r for r in report.get("results", []) if not r.get("passed")]
+    shown = "; ".join(f"{r.get('name')} ({r.get('file')}): {r.get('detail')}" for r in failures[:5])
+    more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
+    return f"{len(failures)} policy test(s) failed: {shown}{more}"
+
 
 class ReloadingEngine:
-    """The last good embedded engine; a broken edit is refused loudly and the old one stays.
+    """PolicyEngine serving the last good revision of a policy directory.
 
-    With no good revision at all (a broken policy at start-up), every decision denies with a
-    reason naming the load error, until a fixed policy appears.
+    A daemon thread polls file sizes and mtimes (every `poll_seconds`). A changed directory is
+    loaded, its tests run (in a child process), and it is compiled; only then is it swapped in.
+    A broken edit is logged with logging.error, kept in `last_error`, and the old revision keeps
+    deciding. With no good revision at all (a broken policy at start-up) every decision denies
+    with `policy.unavailable` until a fixed policy appears.
     """
 
-    name = "embedded"
-
     def __init__(
-        self, policy_dir: Path, extra_data: Path | None = None, poll_seconds: float = 1.0
+        self,
+        policy_dir: Path,
+        extra_data: Path | None = None,
+        *,
+        poll_seconds: float = 1.0,
+        run_tests: bool = True,
+        test_timeout_seconds: float = 120.0,
+        pool_size: int | None = None,
     ) -> None:
         self._dir = policy_dir
         self._extra = extra_data
+        self._run_tests = run_tests
+        self._test_timeout = test_timeout_seconds
+        self._pool_size = pool_size
         self._engine: EmbeddedEngine | None = None
+        self._reload_lock = threading.Lock()
+        self._fingerprint: tuple[tuple[str, int, int], ...] | None = None
         self.last_error: str | None = None
-        self._seen = ""
-        self._try_load()
+        self.reloads = 0
+        self.reload_now()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, args=(poll_seconds,), daemon=True)
+        self._thread = threading.Thread(
+            target=self._watch, args=(poll_seconds,), name="policy-reload", daemon=True
+        )
         self._thread.start()
 
     @property
+    def name(self) -> str:
+        return ENGINE_NAME
+
+    @property
     def revision(self) -> str:
-        return self._engine.revision if self._engine else "none"
+        engine = self._engine
+        return engine.revision if engine is not None else NO_REVISION
 
     def evaluate(self, policy_input: Mapping[str, Any]) -> Decision:
-        engine = self._engine
+        engine = self._engine  # one read: a swap mid-call cannot mix two revisions
         if engine is None:
             return deny(
                 "policy.unavailable",
-                f"no policy revision compiles; denying: {self.last_error}",
-                revision="none",
-                engine=self.name,
+                f"no policy revision has loaded, so every write is denied: {self.last_error}",
+                revision=NO_REVISION,
+                engine=ENGINE_NAME,
             )
         return engine.evaluate(policy_input)
 
     def close(self) -> None:
         self._stop.set()
+        self._thread.join(timeout=5)
 
-    def _try_load(self) -> None:
-        try:
-            self._seen = compute_revision(self._dir, self._extra)
-            engine = EmbeddedEngine(self._dir, self._extra)
-        except (PolicyLoadError, OSError) as exc:
-            self.last_error = str(exc)
-            log.error("policy in %s refused, keeping revision %s: %s", self._dir, self.revision, exc)
-            return
-        self._engine = engine
-        self.last_error = None
-        log.info("policy revision %s in force", engine.revision)
+    def _stat(self) -> tuple[tuple[str, int, int], ...]:
+        """Sizes and mtimes of every policy file: a cheap change check every second."""
+        paths = policy_files(self._dir) if self._dir.is_dir() else []
+        if self._extra is not None:
+            paths.append(self._extra)
+        entries: list[tuple[str, int, int]] = []
+        for path in paths:
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # deleted between listing and stat: the next poll sees it
+            entries.append((str(path), stat.st_mtime_ns, stat.st_size))
+        return tuple(entries)
+
+    def reload_now(self) -> bool:
+        """Check the directory now; True when a new revision went into force."""
+        with self._reload_lock:
+            fingerprint = self._stat()
+            if fingerprint == self._fingerprint:
+                return False
+            try:
+                candidate = self._build_candidate()
+            except PolicyLoadError as exc:
+                self._fingerprint = fingerprint
+                self.last_error = str(exc)
+                log.error(
+                    "policy in %s refused; revision %s stays in force: %s",
+                    self._dir,
+                    self.revision,
+                    exc,
+                )
+                return False
+            if candidate is None:
+                return False  # files changed while being tested: look again next poll
+            self._fingerprint = fingerprint
+            self.last_error = None
+            if self._engine is not None and candidate.revision == self._engine.revision:
+                return False  # touched, not changed
+            previous = self._engine
+            self._engine = candidate
+            self.reloads += 1
+            if previous is None:
+                log.info("policy revision %s in force", candidate.revision)
+            else:  # a policy change while serving: worth seeing in any log
+                log.warning(
+                    "policy revision %s in force (was %s)", candidate.revision, previous.revision
+                )
+            return True
+
+    def _build_candidate(self) -> EmbeddedEngine | None:
+        policy = load_policy(self._dir, self._extra)  # static checks first: cheap, and clear
+        if self._run_tests:
+            report = run_tests_isolated(self._dir, self._test_timeout)
+            if report.get("load_error") or any(
+                not r.get("passed") for r in report.get("results", [])
+            ):
+                raise PolicyTestsFailed(_test_failure_message(report))
+            if report.get("revision") != policy.library_revision:
+                return None  # the tests ran on other bytes than the ones loaded
+        return EmbeddedEngine(self._dir, self._extra, pool_size=self._pool_size, policy=policy)
 
     def _watch(self, poll_seconds: float) -> None:
         while not self._stop.wait(poll_seconds):
             try:
-                current = compute_revision(self._dir, self._extra)
-            except (PolicyLoadError, OSError) as exc:
-                log.error("cannot read policy directory %s: %s", self._dir, exc)
-                continue
-            if current != self._seen:
-                self._try_load()
+                self.reload_now()
+            except Exception:  # the watcher must outlive any surprise; the old revision stays
+                log.exception("policy reload check failed")
+                time.sleep(poll_seconds)

@@ -89,7 +89,9 @@ def run_policy_tests(policy_dir: Path) -> PolicyTestReport:
     try:
         policy = load_policy(policy_dir, include_tests=True)
         tests = discover_tests(policy.modules)
-        compiled = compile_policy(policy, [t[0] for t in tests] or ["chartgate/decision/decision"], policy.modules)
+        compiled = compile_policy(
+            policy, [t[0] for t in tests] or ["chartgate/decision/decision"], policy.modules
+        )
     except PolicyLoadError as exc:
         return PolicyTestReport(load_error=str(exc), duration_ms=_ms_since(started))
     interpreter = new_interpreter()
@@ -98,7 +100,10 @@ def run_policy_tests(policy_dir: Path) -> PolicyTestReport:
         began = time.perf_counter()
         try:
             value = query_entrypoint(interpreter, compiled.bundle, entrypoint)
-            passed, detail = value is True, "" if value is True else f"evaluated to {json.dumps(value)[:200]}"
+            passed, detail = (
+                value is True,
+                "" if value is True else f"evaluated to {json.dumps(value)[:200]}",
+            )
         except UndefinedResult:
             passed, detail = False, "undefined"
         except RegoEvaluationError as exc:

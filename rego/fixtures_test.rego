@@ -1,0 +1,167 @@
+# Shared fixtures for the policy tests: a valid base input (docs/policy.md) and helpers that run
+# the decision on a variant of it. Loaded only with the tests (the file ends in _test.rego).
+package chartgate.fixtures
+
+import rego.v1
+
+now_ns := 1795377600000000000
+
+observation_category := "http://terminology.hl7.org/CodeSystem/observation-category"
+
+condition_category := "http://terminology.hl7.org/CodeSystem/condition-category"
+
+vital_signs := [{"system": observation_category, "code": "vital-signs"}]
+
+laboratory := [{"system": observation_category, "code": "laboratory"}]
+
+vital_scope := concat("", ["patient/Observation.c?category=", observation_category, "|vital-signs"])
+
+# An action of the documented shape; `code` is a LOINC heart rate the reasons must never echo.
+action(op, rtype, fields, categories) := {
+	"tool": concat(".", ["fhir", op]),
+	"operation": op,
+	"resource_type": rtype,
+	"target": rtype,
+	"fields": fields,
+	"summary": {"status": "final", "category": categories, "code": [{"system": "http://loinc.org", "code": "8867-4"}]},
+	"payload_sha256": "00",
+}
+
+vital_fields := ["category", "code", "status", "subject", "valueQuantity"]
+
+treat_consent := {
+	"id": "consent-1",
+	"patient": "p-123",
+	"status": "active",
+	"purposes": ["TREAT"],
+	"actors": ["*"],
+	"data_classes": ["*"],
+	"period": {"start_ns": 0, "end_ns": 0},
+}
+
+base := {
+	"time": {"now_ns": now_ns, "rfc3339": "2026-11-22T20:00:00+00:00"},
+	"agent": {"id": "scribe-agent", "tenant": "st-mary", "scopes": [vital_scope, "patient/Patient.u"]},
+	"action": action("create", "Observation", vital_fields, vital_signs),
+	"patient": {"id": "p-123"},
+	"encounter": {"id": "enc-9"},
+	"purpose_of_use": "TREAT",
+	"on_behalf_of": "Practitioner/dr-lee",
+	"consents": [treat_consent],
+	"tenant": {"id": "st-mary"},
+	"model": {"version": "scribe-2026-10", "prompt_version": "p-41"},
+	"confidence": 0.93,
+	"mode": "live",
+	"evidence_refs": ["DocumentReference/abc"],
+	"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+}
+
+# Replace top-level members. Not a deep merge on purpose: object.union merges nested objects
+# in OPA but replaces them in rego-cpp 1.5.2, so removing the keys first keeps both the same.
+patch(obj, changes) := object.union(object.remove(obj, object.keys(changes)), changes)
+
+# The base input for a write of any type, with scopes that grant create and update on all.
+write(op, rtype, fields, categories) := patch(base, {
+	"action": action(op, rtype, fields, categories),
+	"agent": {"id": "scribe-agent", "tenant": "st-mary", "scopes": ["patient/*.cu"]},
+})
+
+with_consents(consents) := patch(base, {"consents": consents})
+
+consent(changes) := patch(treat_consent, changes)
+
+switches_default := data.chartgate_library.switches_default
+
+config(tenant_settings, switches) := {"tenants": {"st-mary": tenant_settings}, "switches": switches}
+
+tenant_config(settings) := config(settings, switches_default)
+
+switch_config(switches) := config({}, patch(switches_default, switches))
+
+# Module results for an input, with the library's data or with operator settings replaced.
+# rego-cpp 1.5.2 crashes on `with input as <object>` and reads `with x as <rule>` as undefined,
+# so every input member is bound to a local and replaced on its own; a member the input lacks
+# goes in as null. Tests target the modules rather than the whole decision because rego-cpp
+# compiles each `with` by copying what depends on it: over the whole decision that costs
+# seconds per clause, over one module milliseconds. tests/policy/corpus covers whole decisions.
+member(inp, key) := object.get(inp, key, null)
+
+consent_deny(inp) := result if {
+	tm := member(inp, "time")
+	ag := member(inp, "agent")
+	ac := member(inp, "action")
+	pa := member(inp, "patient")
+	pu := member(inp, "purpose_of_use")
+	ob := member(inp, "on_behalf_of")
+	cs := member(inp, "consents")
+	result := data.chartgate.consent.deny with input.time as tm
+		with input.agent as ag
+		with input.action as ac
+		with input.patient as pa
+		with input.purpose_of_use as pu
+		with input.on_behalf_of as ob
+		with input.consents as cs
+}
+
+scopes_deny(inp) := result if {
+	ag := member(inp, "agent")
+	ac := member(inp, "action")
+	result := data.chartgate.scopes.deny with input.agent as ag with input.action as ac
+}
+
+fields_deny(inp) := result if {
+	ac := member(inp, "action")
+	result := data.chartgate.fields.deny with input.action as ac
+}
+
+switches_deny(inp, cfg) := result if {
+	ag := member(inp, "agent")
+	ac := member(inp, "action")
+	te := member(inp, "tenant")
+	result := data.chartgate.switches.deny with input.agent as ag
+		with input.action as ac
+		with input.tenant as te
+		with data.chartgate_config as cfg
+}
+
+tier_of(inp, cfg) := result if {
+	ac := member(inp, "action")
+	te := member(inp, "tenant")
+	mo := member(inp, "mode")
+	co := member(inp, "confidence")
+	result := data.chartgate.tiers.tier with input.action as ac
+		with input.tenant as te
+		with input.mode as mo
+		with input.confidence as co
+		with data.chartgate_config as cfg
+}
+
+tier_explain(inp, cfg) := result if {
+	ac := member(inp, "action")
+	te := member(inp, "tenant")
+	mo := member(inp, "mode")
+	co := member(inp, "confidence")
+	result := data.chartgate.tiers.explain with input.action as ac
+		with input.tenant as te
+		with input.mode as mo
+		with input.confidence as co
+		with data.chartgate_config as cfg
+}
+
+tiers_deny(inp, cfg) := result if {
+	ac := member(inp, "action")
+	te := member(inp, "tenant")
+	mo := member(inp, "mode")
+	co := member(inp, "confidence")
+	result := data.chartgate.tiers.deny with input.action as ac
+		with input.tenant as te
+		with input.mode as mo
+		with input.confidence as co
+		with data.chartgate_config as cfg
+}
+
+default_config := {"tenants": {}, "switches": switches_default}
+
+codes(reasons) := {r.code | some r in reasons}
+
+rules(reasons) := {r.rule | some r in reasons}
