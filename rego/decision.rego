@@ -83,9 +83,19 @@ default decision := {
 	"obligations": {"token_ttl_seconds": 0, "approvals_required": 0, "approver_roles": [], "approval_expiry_seconds": 0},
 }
 
-decision := allowed_decision if count(denials) == 0
+# Each module's deny set is checked on its own: cheaper on the embedded engine than forming the
+# union first, which only the blocked decision needs.
+nothing_denied if {
+	count(switches.deny) == 0
+	count(consent.deny) == 0
+	count(scopes.deny) == 0
+	count(fields.deny) == 0
+	count(tiers.deny) == 0
+}
 
-decision := blocked_decision if count(denials) > 0
+decision := allowed_decision if nothing_denied
+
+decision := blocked_decision if not nothing_denied
 
 blocked_obligations := {"token_ttl_seconds": 0, "approvals_required": 0, "approver_roles": [], "approval_expiry_seconds": 0}
 

@@ -9,12 +9,14 @@ rule := "chartgate.scopes.deny"
 
 letter := data.chartgate_library.scope_letters[input.action.operation]
 
-# Granted scopes that allow the operation on the type, with their filter ([] or [filter]):
+# Granted scopes that allow the operation on the type, with their filter ("" when none):
 # <patient|user|system>/<Type or *>.<ordered subset of cruds>[?filter]. A scope that does not
 # parse grants nothing.
+#
+# Written flat on purpose: on the embedded engine (rego-cpp 1.5.2) every expression, function
+# call and array-destructuring pattern costs microseconds per decision (docs/policy.md, "Cost").
 candidates contains [scope, filter] if {
-	some scope in input.agent.scopes
-	mentions_type(scope)
+	some scope in named_scopes
 	parts := split(scope, "?")
 	count(parts) <= 2
 	base := split(parts[0], ".")
@@ -25,35 +27,42 @@ candidates contains [scope, filter] if {
 	path[1] in [input.action.resource_type, "*"]
 	# The table maps each ordered subset of "cruds" to the letters it grants.
 	data.chartgate_library.scope_permissions[base[1]][letter]
-	filter := array.slice(parts, 1, 2)
+	filter := concat("", array.slice(parts, 1, 2))
 }
 
-# A cheap first cut that skips scopes for other types (each expression costs time on the
-# embedded engine).
-mentions_type(scope) if contains(scope, concat("", ["/", input.action.resource_type, "."]))
+# A cheap first cut: scopes for other types are never parsed.
+type_marker := concat("", ["/", input.action.resource_type, "."])
 
-mentions_type(scope) if contains(scope, "/*.")
+named_scopes contains scope if {
+	some scope in input.agent.scopes
+	contains(scope, type_marker)
+}
+
+named_scopes contains scope if {
+	some scope in input.agent.scopes
+	contains(scope, "/*.")
+}
 
 # A scope without a filter grants; one with a filter grants when every parameter matches
 # ("a=1&b=2"), and a parameter matches when one of its comma-separated alternatives does.
 matches if {
 	some candidate in candidates
-	count(candidate[1]) == 0
+	candidate[1] == ""
 }
 
 matches if {
 	some candidate in candidates
-	count(candidate[1]) == 1
-	every param in split(candidate[1][0], "&") {
+	candidate[1] != ""
+	every param in split(candidate[1], "&") {
 		param_matches(param)
 	}
 }
 
 param_matches(param) if {
-	name_values := split(param, "=")
-	count(name_values) == 2
-	some value in split(name_values[1], ",")
-	token_matches(name_values[0], value)
+	name_value := split(param, "=")
+	count(name_value) == 2
+	some value in split(name_value[1], ",")
+	token_matches(name_value[0], value)
 }
 
 token_matches("category", value) if {
@@ -69,30 +78,18 @@ token_matches("code", value) if {
 token_matches("status", value) if input.action.summary.status == value
 
 # FHIR token search: "code" (any system), "system|code", "system|" (any code), "|code" (no
-# system).
+# system). Indexing, not `[system, code] := split(...)`: rego-cpp evaluates an array pattern an
+# order of magnitude slower.
 coding_matches(coding, value) if {
 	not contains(value, "|")
 	coding.code == value
 }
 
 coding_matches(coding, value) if {
-	[system, code] := split(value, "|")
-	system_matches(coding, system)
-	code_matches(coding, code)
-}
-
-system_matches(coding, "") if object.get(coding, "system", "") == ""
-
-system_matches(coding, system) if {
-	system != ""
-	coding.system == system
-}
-
-code_matches(_, "") := true
-
-code_matches(coding, code) if {
-	code != ""
-	coding.code == code
+	system_code := split(value, "|")
+	count(system_code) == 2
+	object.get(coding, "system", "") == system_code[0]
+	system_code[1] in ["", object.get(coding, "code", "")]
 }
 
 # Reasons are only worked out when no scope matches (every rule evaluated costs time on the
