@@ -101,12 +101,14 @@ class ProposeRequest(_message.Message):
     def __init__(self, idempotency_key: _Optional[str] = ..., tool: _Optional[str] = ..., resource_type: _Optional[str] = ..., resource_json: _Optional[str] = ..., patient_id: _Optional[str] = ..., encounter_id: _Optional[str] = ..., purpose_of_use: _Optional[str] = ..., on_behalf_of: _Optional[str] = ..., model_version: _Optional[str] = ..., prompt_version: _Optional[str] = ..., confidence: _Optional[float] = ..., mode: _Optional[_Union[Mode, str]] = ..., evidence_refs: _Optional[_Iterable[str]] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class Reason(_message.Message):
-    __slots__ = ("code", "message")
+    __slots__ = ("code", "message", "rule")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     code: str
     message: str
-    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    rule: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class Proposal(_message.Message):
     __slots__ = ("proposal_id", "idempotency_key", "state", "tier", "reasons", "payload_sha256", "policy_revision", "fhir_id", "fhir_version", "resource_type", "tool", "trace_id", "created_at", "updated_at")

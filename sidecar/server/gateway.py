@@ -40,7 +40,10 @@ def to_message(record: ProposalRecord) -> gateway_pb2.Proposal:
         idempotency_key=record.idempotency_key,
         state=f"PROPOSAL_STATE_{record.state.name}",
         tier=_TIER.get(record.tier, gateway_pb2.TIER_UNSPECIFIED),
-        reasons=[gateway_pb2.Reason(code=r["code"], message=r["message"]) for r in record.reasons],
+        reasons=[
+            gateway_pb2.Reason(code=r["code"], message=r["message"], rule=r.get("rule", ""))
+            for r in record.reasons
+        ],
         payload_sha256=record.payload_sha256,
         policy_revision=record.policy_revision,
         fhir_id=record.fhir_id,
