@@ -30,6 +30,13 @@ class SidecarConfig(BaseModel):
     policy_data: Path | None = Field(
         default=None, description="Operator data JSON (tenant settings, kill switches)."
     )
+    shadow_policy_dir: Path | None = Field(
+        default=None,
+        description="A candidate Rego directory evaluated beside the enforced one (dry run).",
+    )
+    shadow_policy_data: Path | None = Field(
+        default=None, description="Operator data for the shadow policy (default: policy_data)."
+    )
     opa_url: str | None = Field(
         default=None, description="Use an OPA server at this URL instead of the embedded engine."
     )
@@ -51,7 +58,13 @@ class SidecarConfig(BaseModel):
     def load(cls, path: Path) -> SidecarConfig:
         """Read and validate a JSON config file; relative paths resolve against its directory."""
         raw = json.loads(path.read_text())
-        for key in ("policy_dir", "policy_data", "consents_file"):
+        for key in (
+            "policy_dir",
+            "policy_data",
+            "shadow_policy_dir",
+            "shadow_policy_data",
+            "consents_file",
+        ):
             value = raw.get(key)
             if isinstance(value, str) and not Path(value).is_absolute():
                 raw[key] = str(path.parent / value)

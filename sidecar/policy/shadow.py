@@ -14,6 +14,36 @@ log = logging.getLogger("chartgate.policy")
 DisagreementHandler = Callable[[Decision, Decision, Mapping[str, Any]], None]
 
 
+def disagreement_record(
+    enforced: Decision, candidate: Decision, policy_input: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What an auditor needs to see of a disagreement: identifiers, tiers, reason codes and
+    revisions, never the resource (the input's payload is named by its hash only)."""
+    action = policy_input.get("action")
+    action = action if isinstance(action, Mapping) else {}
+    agent = policy_input.get("agent")
+    agent = agent if isinstance(agent, Mapping) else {}
+
+    def side(decision: Decision) -> dict[str, Any]:
+        return {
+            "allow": decision.allow,
+            "tier": decision.tier.value,
+            "reasons": sorted({r.code for r in decision.reasons}),
+            "policy_revision": decision.revision,
+            "engine": decision.engine,
+        }
+
+    return {
+        "agent": agent.get("id"),
+        "trace_id": policy_input.get("trace_id"),
+        "operation": action.get("operation"),
+        "resource_type": action.get("resource_type"),
+        "payload_sha256": action.get("payload_sha256"),
+        "enforced": side(enforced),
+        "candidate": side(candidate),
+    }
+
+
 class ShadowEngine:
     """A PolicyEngine that returns the enforced engine's decision and only observes a candidate.
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from chartgate import keys
 from chartgate.grpc_server import build_server
@@ -15,8 +17,8 @@ from sidecar.adapter_client import AdapterClient
 from sidecar.audit.log import AuditLog
 from sidecar.config import SidecarConfig
 from sidecar.consent import ConsentDirectory
-from sidecar.policy.engine import PolicyEngine
-from sidecar.proposals.service import ProposalService
+from sidecar.policy.engine import Decision, PolicyEngine
+from sidecar.proposals.service import AuditSink, ProposalService
 from sidecar.server.gateway import SERVICE_NAME, ToolGatewayService
 from sidecar.storage.ledger import Ledger
 from sidecar.tokens.mint import TokenMinter
@@ -48,15 +50,38 @@ class WorkdirLayout:
         return self.root / "keys" / "audit-signing.jwk"
 
 
-def build_engine(config: SidecarConfig) -> PolicyEngine:
-    """The OPA server engine when configured, else the embedded engine with hot reload."""
+def build_engine(config: SidecarConfig, audit: AuditSink | None = None) -> PolicyEngine:
+    """The OPA server engine when configured, else the embedded engine with hot reload; with
+    `shadow_policy_dir` set, a candidate policy is evaluated beside it and every disagreement
+    is logged and, given an audit log, recorded as `policy.shadow_disagreement`."""
+    enforced: PolicyEngine
     if config.opa_url:
         from sidecar.policy.opa import OpaEngine
 
-        return OpaEngine(config.opa_url, timeout_seconds=config.opa_timeout_seconds)
-    from sidecar.policy.reload import ReloadingEngine
+        enforced = OpaEngine(config.opa_url, timeout_seconds=config.opa_timeout_seconds)
+    else:
+        from sidecar.policy.reload import ReloadingEngine
 
-    return ReloadingEngine(config.policy_dir, extra_data=config.policy_data)
+        enforced = ReloadingEngine(config.policy_dir, extra_data=config.policy_data)
+    if config.shadow_policy_dir is None:
+        return enforced
+    from sidecar.policy.reload import ReloadingEngine
+    from sidecar.policy.shadow import ShadowEngine, disagreement_record
+
+    candidate = ReloadingEngine(
+        config.shadow_policy_dir, extra_data=config.shadow_policy_data or config.policy_data
+    )
+
+    def record(
+        enforced_decision: Decision, candidate_decision: Decision, policy_input: Mapping[str, Any]
+    ) -> None:
+        body = disagreement_record(enforced_decision, candidate_decision, policy_input)
+        log.warning("shadow policy disagrees: %s", body)
+        if audit is not None:
+            # Rides the durable policy.decision append that follows in the same proposal.
+            audit.append("policy.shadow_disagreement", body, durable=False)
+
+    return ShadowEngine(enforced, candidate, on_disagreement=record)
 
 
 @dataclass
@@ -96,9 +121,9 @@ def assemble(
         if audit_key_path
         else keys.load_or_create(layout.audit_key, "audit")
     )
-    engine = engine or build_engine(config)
     ledger = Ledger(layout.ledger)
     audit = AuditLog(layout.audit_log, audit_key)
+    engine = engine or build_engine(config, audit)
     adapter = AdapterClient(config.adapter_target, config.adapter_timeout_seconds)
     minter = TokenMinter(
         token_key,
