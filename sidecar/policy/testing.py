@@ -120,16 +120,21 @@ def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
+EXIT_NO_TESTS = 5  # as pytest: a run that selects nothing must not pass as green
+
+
 def policy_test_command(policy_dir: Path) -> int:
-    """Print one line per failing test and a summary; 0 when every test passes, else 1."""
+    """Print one line per failing test and a summary; 0 when every test passes, 1 when one fails
+    or the policy does not load, 5 when there is no test to run."""
     report = run_policy_tests(policy_dir)
     if report.load_error:
         print(f"FAIL policy load ({policy_dir}): {report.load_error}")
     for result in report.failures():
         print(f"FAIL {result.name} ({result.file}): {result.detail}")
-    if not report.results and not report.load_error:
-        print(f"no test_* rules in {policy_dir}/**/*_test.rego")
     print(f"{report.passed} passed, {report.failed} failed")
+    if not report.results and not report.load_error:
+        print(f"FAIL no test_* rules in {policy_dir}/**/*_test.rego")
+        return EXIT_NO_TESTS
     return 0 if report.ok else 1
 
 

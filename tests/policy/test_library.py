@@ -70,6 +70,16 @@ def test_a_test_that_errors_fails(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "FAIL chartgate.extra_test.test_undefined (extra_test.rego): undefined" in out
 
 
+def test_a_directory_without_tests_fails_with_exit_5(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = copy_policy(tmp_path / "rego")
+    for test_file in policy.glob("*_test.rego"):
+        test_file.unlink()
+    assert policy_test_command(policy) == 5
+    assert "FAIL no test_* rules" in capsys.readouterr().out
+
+
 def codes(engine: EmbeddedEngine, policy_input: dict[str, object]) -> set[str]:
     decision = engine.evaluate(policy_input)
     assert not decision.allow
