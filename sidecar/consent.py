@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sidecar.consent_from_fhir import record_from_fhir
+
 
 class ConsentFileError(ValueError):
     """The consent file is unreadable or holds a malformed record."""
@@ -61,6 +63,25 @@ def _ns(moment: datetime | None) -> int:
     return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
 
 
+def parse_consents(raw: Any) -> list[ConsentRecord]:
+    """Records from the file's JSON: a list of consent records or FHIR Consent resources, or a
+    FHIR Bundle of Consents (e.g. a saved `GET [base]/Consent?patient=...` searchset)."""
+    if isinstance(raw, dict) and raw.get("resourceType") == "Bundle":
+        raw = [entry.get("resource") for entry in raw.get("entry") or ()]
+    if not isinstance(raw, list):
+        raise ValueError("expected a JSON list of consent records or a FHIR Bundle")
+    records = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise ValueError(f"item {index} is not a JSON object")
+        if "resourceType" in item:
+            if item["resourceType"] != "Consent":
+                raise ValueError(f"item {index} is a {item['resourceType']}, not a Consent")
+            item = record_from_fhir(item)
+        records.append(ConsentRecord.model_validate(item))
+    return records
+
+
 class ConsentDirectory:
     """Consents by patient, re-read when the file changes (operators update it without restart)."""
 
@@ -88,8 +109,7 @@ class ConsentDirectory:
         with self._lock:
             try:
                 mtime = os.stat(self._path).st_mtime_ns
-                raw = json.loads(self._path.read_text())
-                records = [ConsentRecord.model_validate(item) for item in raw]
+                records = parse_consents(json.loads(self._path.read_text()))
             except (OSError, ValueError, ValidationError, TypeError) as exc:
                 if self._mtime_ns is None:
                     raise ConsentFileError(f"cannot load consents {self._path}: {exc}") from exc
