@@ -292,6 +292,7 @@ class ProposalService:
                 "scope": scope,
                 "expires_at": minted.expires_at,
                 "payload_sha256": record.payload_sha256,
+                "policy_revision": decision.revision,
             },
         )
         record = self._ledger.transition(record.proposal_id, State.APPROVED, State.SUBMITTED)
@@ -329,6 +330,7 @@ class ProposalService:
                 "http_status": outcome.http_status,
                 "grpc_code": outcome.code.name,
                 "reason": outcome.reason,
+                "policy_revision": decision.revision,
             },
         )
         return updated

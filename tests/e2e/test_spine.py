@@ -214,7 +214,9 @@ def test_health_and_reflection_are_served(stack: Stack) -> None:
 
 
 def test_audit_log_of_the_run_verifies_and_detects_tampering(stack: Stack, tmp_path: Any) -> None:
-    propose(stack, tool="fhir.create", resource=vital(70.4321), idempotency_key="audited")
+    written = propose(
+        stack, tool="fhir.create", resource=vital(70.4321), idempotency_key="audited"
+    )
     log = stack.workdir / "audit" / "audit.jsonl"
     key = stack.workdir / "keys" / "audit-signing.jwks.json"
 
@@ -241,6 +243,16 @@ def test_audit_log_of_the_run_verifies_and_detects_tampering(stack: Stack, tmp_p
     kinds = [json.loads(line)["kind"] for line in lines]
     for kind in ("proposal.received", "policy.decision", "token.minted", "write.outcome"):
         assert kind in kinds
+    # Every record after the decision names the policy revision that made it.
+    decided = [
+        json.loads(line)
+        for line in lines
+        if json.loads(line)["body"].get("proposal_id") == written.proposal_id
+    ]
+    revisions = {r["kind"]: r["body"].get("policy_revision") for r in decided}
+    assert written.policy_revision.startswith("sha256:")
+    for kind in ("policy.decision", "token.minted", "write.outcome"):
+        assert revisions[kind] == written.policy_revision, kind
     # No clinical content in the log: field names and hashes, never the observation's value.
     assert b"70.4321" not in log.read_bytes()
 
