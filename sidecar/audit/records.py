@@ -106,7 +106,38 @@ def _checked_body(body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     if not isinstance(body, Mapping):
         raise ValueError(f"audit body must be a mapping, not {type(body).__name__}")
     clean = dict(body)
+    # The usual body (exact built-in types, short strings) passes the quick walk, which builds
+    # no error paths; anything else takes the full walk, which decides and explains.
+    if _plain_and_valid(clean):
+        return clean, True
     return clean, _check_value(clean, "body")
+
+
+def _plain_and_valid(value: Any) -> bool:
+    """True exactly when _check_value(value, ...) would return True (so without raising): the
+    same conditions, tested on exact types first, without building the path of every member."""
+    kind = type(value)
+    if kind is str:
+        return len(value) <= MAX_STRING_CHARS
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not (key.isascii() or max(key) < "\ud800"):
+                return False
+            if not _plain_and_valid(item):
+                return False
+        return True
+    if kind is list:
+        return all(_plain_and_valid(item) for item in value)
+    if value is None or kind is bool:
+        return True
+    if kind is int:
+        return bool(_INT_MIN <= value <= _INT_MAX)
+    if kind is float:
+        if value == 0 or not math.isfinite(value):
+            return False
+        text = repr(value)
+        return "e" not in text and not text.endswith(".0")
+    return False
 
 
 def _check_value(value: Any, path: str) -> bool:

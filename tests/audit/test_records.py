@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 import rfc8785
 
-from sidecar.audit.records import _checked_body, b64url_decode, b64url_encode, encode_head
+from sidecar.audit.records import (
+    MAX_STRING_CHARS,
+    _check_value,
+    _checked_body,
+    _plain_and_valid,
+    b64url_decode,
+    b64url_encode,
+    encode_head,
+)
 
 # Characters where JSON encoders tend to differ: escapes, controls, DEL, line separators,
 # non-ASCII in the BMP on both sides of the surrogate range, and astral characters (whose UTF-16
@@ -58,6 +66,39 @@ def test_encode_head_matches_rfc8785_on_random_bodies() -> None:
         plain += _checked_body(body)[1]
     # Both the stdlib fast path and the rfc8785 path were exercised.
     assert 300 < plain < 2700
+
+
+class _Str(str):
+    pass
+
+
+def test_quick_walk_agrees_with_the_full_walk() -> None:
+    """_checked_body trusts _plain_and_valid's True; it must never say True where _check_value
+    would say False or refuse the value."""
+    rng = random.Random(53)
+    odd: list[Any] = [
+        2**53,
+        -(2**53),
+        "x" * (MAX_STRING_CHARS + 1),
+        "x" * MAX_STRING_CHARS,
+        _Str("s"),
+        {_Str("k"): 1},
+        {1: "v"},
+        (1, 2),
+        b"bytes",
+        float("nan"),
+        float("inf"),
+        {"\ud800": 1},
+    ]
+    for _ in range(3000):
+        value = random_value(rng)
+        if rng.random() < 0.2:
+            value = [value, rng.choice(odd)] if rng.random() < 0.5 else {"k": rng.choice(odd)}
+        try:
+            expected = _check_value(value, "body")
+        except ValueError:
+            expected = False
+        assert _plain_and_valid(value) == expected, value
 
 
 @pytest.mark.parametrize(
