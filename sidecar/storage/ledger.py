@@ -75,9 +75,6 @@ class ProposalRecord:
 
 _COLUMNS = tuple(ProposalRecord.__dataclass_fields__)
 _COLUMN_LIST = ",".join(_COLUMNS)
-# UPDATE ... RETURNING (SQLite 3.35, 2021) saves the SELECT after a transition; older SQLite
-# libraries (a Python built on an older distribution) take the two-statement path.
-_HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 _INSERT = (
     f"INSERT INTO proposals ({_COLUMN_LIST}) VALUES ({','.join('?' for _ in _COLUMNS)}) "  # noqa: S608
     "ON CONFLICT (tenant_id, agent_id, idempotency_key) DO NOTHING"
@@ -142,29 +139,23 @@ class Ledger:
             if key not in _COLUMNS or key in {"proposal_id", "state", "payload"}:
                 raise ValueError(f"cannot update column {key}")
             values[key] = json.dumps(list(value)) if key == "reasons" else value
-        update = (
-            f"UPDATE proposals SET {', '.join(f'{k} = ?' for k in values)} "  # noqa: S608
-            "WHERE proposal_id = ? AND state = ?"
-        )
-        params = (*values.values(), proposal_id, expected.value)
+        assignments = ", ".join(f"{k} = ?" for k in values)
         with self._lock:
-            if _HAS_RETURNING:
-                # One statement: the compare-and-set and the read of the row it wrote.
-                # fetchall() steps the statement to its end, so the autocommit transaction is
-                # over before the lock is released.
-                rows = self._conn.execute(f"{update} RETURNING {_COLUMN_LIST}", params).fetchall()
-                updated = self._from_row(rows[0]) if len(rows) == 1 else None
-            elif self._conn.execute(update, params).rowcount == 1:
-                updated = self._select("proposal_id = ?", (proposal_id,))
-            else:
-                updated = None
-            if updated is None:
+            # One statement: the compare-and-set and the read of the row it wrote (RETURNING,
+            # SQLite 3.35+). fetchall() steps the statement to its end, so the autocommit
+            # transaction is over before the lock is released.
+            rows = self._conn.execute(
+                f"UPDATE proposals SET {assignments} WHERE proposal_id = ? AND state = ? "  # noqa: S608
+                f"RETURNING {_COLUMN_LIST}",
+                (*values.values(), proposal_id, expected.value),
+            ).fetchall()
+            if len(rows) != 1:
                 current = self._select("proposal_id = ?", (proposal_id,))
                 state = current.state if current else "absent"
                 raise IllegalTransition(
                     f"proposal {proposal_id} is {state}, not {expected}; cannot move to {target}"
                 )
-        return updated
+        return self._from_row(rows[0])
 
     def _select(self, where: str, params: tuple[Any, ...]) -> ProposalRecord | None:
         row = self._conn.execute(
