@@ -74,11 +74,6 @@ class ProposalRecord:
 
 
 _COLUMNS = tuple(ProposalRecord.__dataclass_fields__)
-_COLUMN_LIST = ",".join(_COLUMNS)
-_INSERT = (
-    f"INSERT INTO proposals ({_COLUMN_LIST}) VALUES ({','.join('?' for _ in _COLUMNS)}) "  # noqa: S608
-    "ON CONFLICT (tenant_id, agent_id, idempotency_key) DO NOTHING"
-)
 
 
 class Ledger:
@@ -113,8 +108,13 @@ class Ledger:
         now = utc_now()
         record = replace(record, created_at=now, updated_at=now)
         row = self._to_row(record)
+        placeholders = ",".join("?" for _ in _COLUMNS)
         with self._lock:
-            cursor = self._conn.execute(_INSERT, row)
+            cursor = self._conn.execute(
+                f"INSERT INTO proposals ({','.join(_COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608
+                "ON CONFLICT (tenant_id, agent_id, idempotency_key) DO NOTHING",
+                row,
+            )
             if cursor.rowcount == 1:
                 return record, True
             existing = self._select(
@@ -141,25 +141,23 @@ class Ledger:
             values[key] = json.dumps(list(value)) if key == "reasons" else value
         assignments = ", ".join(f"{k} = ?" for k in values)
         with self._lock:
-            # One statement: the compare-and-set and the read of the row it wrote (RETURNING,
-            # SQLite 3.35+). fetchall() steps the statement to its end, so the autocommit
-            # transaction is over before the lock is released.
-            rows = self._conn.execute(
-                f"UPDATE proposals SET {assignments} WHERE proposal_id = ? AND state = ? "  # noqa: S608
-                f"RETURNING {_COLUMN_LIST}",
+            cursor = self._conn.execute(
+                f"UPDATE proposals SET {assignments} WHERE proposal_id = ? AND state = ?",  # noqa: S608
                 (*values.values(), proposal_id, expected.value),
-            ).fetchall()
-            if len(rows) != 1:
+            )
+            if cursor.rowcount != 1:
                 current = self._select("proposal_id = ?", (proposal_id,))
                 state = current.state if current else "absent"
                 raise IllegalTransition(
                     f"proposal {proposal_id} is {state}, not {expected}; cannot move to {target}"
                 )
-        return self._from_row(rows[0])
+            updated = self._select("proposal_id = ?", (proposal_id,))
+        assert updated is not None
+        return updated
 
     def _select(self, where: str, params: tuple[Any, ...]) -> ProposalRecord | None:
         row = self._conn.execute(
-            f"SELECT {_COLUMN_LIST} FROM proposals WHERE {where}",  # noqa: S608
+            f"SELECT {','.join(_COLUMNS)} FROM proposals WHERE {where}",  # noqa: S608
             params,
         ).fetchone()
         return None if row is None else self._from_row(row)
