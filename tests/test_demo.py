@@ -1,0 +1,35 @@
+"""`chartgate demo`, as the README runs it: a relative workdir, real processes, exit 0, a verified log."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_demo_passes_from_a_relative_workdir(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chartgate.cli",
+            "demo",
+            "--workdir",
+            "state",
+            "--policy-dir",
+            str(REPO / "rego"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Demo passed" in done.stdout
+    assert "OK: 19 records verified" in done.stdout
+    (log,) = (tmp_path / "state" / "demo").glob("run-*/audit/audit.jsonl")
+    assert len(log.read_text().splitlines()) == 19
