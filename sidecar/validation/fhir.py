@@ -21,7 +21,6 @@ from pydantic import ValidationError
 from chartgate.canonical import CanonicalizationError, CanonicalPayload
 from chartgate.compartment import PATIENT_ELEMENT
 from sidecar.errors import FieldViolation, InvalidProposal
-from sidecar.validation.canonical import parse_payload
 
 TOOLS: Final[Mapping[str, str]] = {"fhir.create": "create", "fhir.update": "update"}
 
@@ -76,7 +75,7 @@ def validate_write(
     if not patient_id:
         violations.append(FieldViolation("patient_id", "patient_id is required"))
     try:
-        payload = parse_payload(resource_json)
+        payload = CanonicalPayload.from_json_text(resource_json)
     except json.JSONDecodeError as exc:
         # The position, never the content: the text may hold PHI.
         violations.append(

@@ -1,4 +1,4 @@
-"""The payload parser's bytes are RFC 8785 (as the rfc8785 library makes them) for any JSON text."""
+"""canonicalize's bytes are RFC 8785 (as the rfc8785 library makes them) for any JSON text, shortcut or not."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import random
 import pytest
 import rfc8785
 
-from chartgate.canonical import CanonicalizationError, CanonicalPayload, sha256_hex
-from sidecar.validation.canonical import _plain, parse_payload
+from chartgate.canonical import CanonicalizationError, CanonicalPayload, sha256_hex, stdlib_agrees
 from tests.audit.test_records import random_value
 
 
-def test_parse_payload_matches_rfc8785_on_random_documents() -> None:
+def test_payload_bytes_match_rfc8785_on_random_documents() -> None:
     rng = random.Random(8259)
     plain = 0
     for _ in range(3000):
@@ -22,12 +21,11 @@ def test_parse_payload_matches_rfc8785_on_random_documents() -> None:
             text = json.dumps(value, ensure_ascii=rng.choice([True, False]))
         except ValueError:
             continue
-        payload = parse_payload(text)
-        expected = CanonicalPayload.from_json_text(text)
-        assert payload.canonical == expected.canonical == rfc8785.dumps(json.loads(text)), text
+        payload = CanonicalPayload.from_json_text(text)
+        assert payload.canonical == rfc8785.dumps(json.loads(text)), text
         assert payload.sha256 == sha256_hex(payload.canonical)
         assert payload.value == json.loads(text)
-        plain += _plain(json.loads(text))
+        plain += stdlib_agrees(json.loads(text))
     # Both the stdlib fast path and the rfc8785 path were exercised.
     assert 300 < plain < 2700
 
@@ -42,8 +40,8 @@ def test_parse_payload_matches_rfc8785_on_random_documents() -> None:
         '{"":{"":[]}}',
     ],
 )
-def test_parse_payload_edge_cases(text: str) -> None:
-    assert parse_payload(text).canonical == rfc8785.dumps(json.loads(text))
+def test_payload_edge_cases(text: str) -> None:
+    assert CanonicalPayload.from_json_text(text).canonical == rfc8785.dumps(json.loads(text))
 
 
 @pytest.mark.parametrize(
@@ -59,10 +57,8 @@ def test_parse_payload_edge_cases(text: str) -> None:
 def test_what_rfc8785_refuses_is_refused(text: str) -> None:
     with pytest.raises(CanonicalizationError):
         CanonicalPayload.from_json_text(text)
-    with pytest.raises(CanonicalizationError):
-        parse_payload(text)
 
 
 def test_text_that_is_not_json_is_refused_as_before() -> None:
     with pytest.raises(json.JSONDecodeError):
-        parse_payload('{"a": ')
+        CanonicalPayload.from_json_text('{"a": ')
