@@ -208,7 +208,7 @@ def _steps() -> list[Step]:
                 idempotency_key="demo-train-1",
                 confidence=0.97,
                 purpose_of_use="MLTRAINING",
-                **{k: v for k, v in common.items()},
+                **common,
             ),
         ),
         Step(
