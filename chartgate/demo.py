@@ -288,9 +288,7 @@ def _seed_chart(fhir_base: str) -> None:
 
 def run_demo(workdir: Path, policy_dir: Path) -> int:
     """Run the scripted agent; exit 0 when every step did what it should and the audit verifies."""
-    # Absolute: the sidecar resolves relative paths in its config against the config's directory.
-    run_dir = workdir.resolve() / "demo" / datetime.now(UTC).strftime("run-%Y%m%dT%H%M%S%f")
-    policy_dir = policy_dir.resolve()
+    run_dir = workdir / "demo" / datetime.now(UTC).strftime("run-%Y%m%dT%H%M%S%f")
     run_dir.mkdir(parents=True)
     print(f"Chartgate demo: state in {run_dir}")
     started = time.monotonic()

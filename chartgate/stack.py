@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -19,6 +18,7 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chartgate import keys
+from sidecar.config import SidecarConfig
 
 
 class StackError(RuntimeError):
@@ -160,9 +160,10 @@ def start_sidecar(stack: Stack, config: Mapping[str, Any]) -> None:
     """Start the sidecar with `config` (SidecarConfig fields; adapter_target filled in)."""
     port = free_port()
     config_path = stack.workdir / "sidecar.json"
-    config_path.write_text(
-        json.dumps({"adapter_target": stack.adapter_target, **config}, default=str)
-    )
+    # Relative paths mean "from here"; the sidecar would read them against the config file's
+    # directory, so they are written absolute.
+    settings = SidecarConfig.model_validate({"adapter_target": stack.adapter_target, **config})
+    config_path.write_text(settings.resolved(Path.cwd()).model_dump_json(indent=2))
     process = _spawn(
         stack,
         "sidecar",

@@ -57,15 +57,21 @@ class SidecarConfig(BaseModel):
     @classmethod
     def load(cls, path: Path) -> SidecarConfig:
         """Read and validate a JSON config file; relative paths resolve against its directory."""
-        raw = json.loads(path.read_text())
-        for key in (
-            "policy_dir",
-            "policy_data",
-            "shadow_policy_dir",
-            "shadow_policy_data",
-            "consents_file",
-        ):
-            value = raw.get(key)
-            if isinstance(value, str) and not Path(value).is_absolute():
-                raw[key] = str(path.parent / value)
-        return cls.model_validate(raw)
+        return cls.model_validate(json.loads(path.read_text())).resolved(path.parent)
+
+    def resolved(self, base: Path) -> SidecarConfig:
+        """This config with every relative path setting made absolute against `base`."""
+        update = {}
+        for name in _PATH_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not value.is_absolute():
+                update[name] = base / value
+        return self.model_copy(update=update)
+
+
+# The settings that name files or directories (derived from the model, so a new one is covered).
+_PATH_FIELDS = tuple(
+    name
+    for name, field in SidecarConfig.model_fields.items()
+    if field.annotation in (Path, Path | None)
+)
