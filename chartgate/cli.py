@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 DEFAULT_WORKDIR = Path(".chartgate")
-REPO_REGO = Path(__file__).resolve().parent.parent / "rego"
+SHIPPED = "the library shipped with Chartgate"
+ENGINES = ("regorus", "opa")
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -86,7 +87,9 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="run sidecar, adapter and FHIR store and drive an example agent"
     )
     workdir(p)
-    p.add_argument("--policy-dir", type=Path, default=REPO_REGO, help="Rego policy directory")
+    p.add_argument(
+        "--policy-dir", type=Path, default=None, help=f"Rego policy directory (default: {SHIPPED})"
+    )
 
     p = sub.add_parser("keys", help="signing keys")
     keys_sub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -101,12 +104,20 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("policy", help="policy tools")
     policy_sub = p.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
-    t = policy_sub.add_parser("test", help="run the *_test.rego tests on the embedded engine")
-    t.add_argument("dir", type=Path, nargs="?", default=REPO_REGO, help="policy directory")
+    t = policy_sub.add_parser("test", help="run the *_test.rego tests on an in-process engine")
+    t.add_argument(
+        "dir", type=Path, nargs="?", default=None, help=f"policy directory (default: {SHIPPED})"
+    )
+    t.add_argument(
+        "--engine", choices=ENGINES, default="regorus", help="engine (default regorus; opa: OPA's)"
+    )
     e = policy_sub.add_parser("eval", help="evaluate one input and explain the decision")
     e.add_argument("--input", type=Path, required=True, help="policy input JSON (docs/policy.md)")
-    e.add_argument("--policy-dir", type=Path, default=REPO_REGO, help="policy directory")
+    e.add_argument(
+        "--policy-dir", type=Path, default=None, help=f"policy directory (default: {SHIPPED})"
+    )
     e.add_argument("--data", type=Path, default=None, help="operator data JSON")
+    e.add_argument("--engine", choices=ENGINES, default="regorus", help="engine (default regorus)")
     return parser
 
 
@@ -151,8 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if command == "demo":
         from chartgate.demo import run_demo
+        from sidecar.policy.library import shipped_policy_dir
 
-        return run_demo(args.workdir, args.policy_dir)
+        return run_demo(args.workdir, args.policy_dir or shipped_policy_dir())
     if command == "keys":
         from chartgate import keys
         from sidecar.server.app import WorkdirLayout
@@ -167,13 +179,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return verify_command(args.path, args.key)
     if command == "policy":
+        from sidecar.policy.library import shipped_policy_dir
+
         if args.policy_command == "test":
             from sidecar.policy.testing import policy_test_command
 
-            return policy_test_command(args.dir)
+            return policy_test_command(args.dir or shipped_policy_dir(), args.engine)
         from sidecar.policy.explain import eval_command
 
-        return eval_command(args.input, args.policy_dir, args.data)
+        return eval_command(
+            args.input, args.policy_dir or shipped_policy_dir(), args.data, args.engine
+        )
     raise AssertionError(command)  # pragma: no cover
 
 

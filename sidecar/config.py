@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sidecar.validation.strict_json import loads_strict
 
 
 class SidecarConfig(BaseModel):
@@ -26,7 +28,14 @@ class SidecarConfig(BaseModel):
         default="chartgate-adapter", description="`aud` of minted tokens: the adapter's name."
     )
     adapter_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
-    policy_dir: Path = Field(default=Path("rego"), description="Directory of Rego policy.")
+    policy_dir: Path | None = Field(
+        default=None,
+        description="Directory of Rego policy (default: the library shipped with Chartgate).",
+    )
+    policy_engine: Literal["regorus", "opa"] = Field(
+        default="regorus",
+        description="In-process engine: regorus (default) or opa (OPA's Go engine; optional).",
+    )
     policy_data: Path | None = Field(
         default=None, description="Operator data JSON (tenant settings, kill switches)."
     )
@@ -38,7 +47,7 @@ class SidecarConfig(BaseModel):
         default=None, description="Operator data for the shadow policy (default: policy_data)."
     )
     opa_url: str | None = Field(
-        default=None, description="Use an OPA server at this URL instead of the embedded engine."
+        default=None, description="Use an OPA server at this URL instead of an in-process engine."
     )
     opa_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
     consents_file: Path | None = Field(
@@ -57,7 +66,16 @@ class SidecarConfig(BaseModel):
     @classmethod
     def load(cls, path: Path) -> SidecarConfig:
         """Read and validate a JSON config file; relative paths resolve against its directory."""
-        return cls.model_validate(json.loads(path.read_text())).resolved(path.parent)
+        return cls.model_validate(loads_strict(path.read_text())).resolved(path.parent)
+
+    @property
+    def effective_policy_dir(self) -> Path:
+        """The configured policy directory, or the shipped library when none is configured."""
+        if self.policy_dir is not None:
+            return self.policy_dir
+        from sidecar.policy.library import shipped_policy_dir
+
+        return shipped_policy_dir()
 
     def resolved(self, base: Path) -> SidecarConfig:
         """This config with every relative path setting made absolute against `base`."""

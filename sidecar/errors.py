@@ -1,4 +1,9 @@
-"""Every error the sidecar reports to an agent, each with a stable code and the gRPC status it maps to."""
+"""Every failure the sidecar can report, one class each: the table of gRPC status and reason code.
+
+`ERROR_TABLE` below is that table as data (docs/errors.md prints it); the gateway maps a
+ChartgateError to its row and anything else to `SidecarFault`, so no call ever ends in `UNKNOWN`
+or `INTERNAL` (gRPC status codes: https://grpc.github.io/grpc/core/md_doc_statuscodes.html).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,11 @@ import grpc
 
 @dataclass(frozen=True, slots=True)
 class FieldViolation:
-    """One thing wrong with one request field (mapped to google.rpc.BadRequest.FieldViolation)."""
+    """One thing wrong with one request field (mapped to google.rpc.BadRequest.FieldViolation).
+
+    `description` says what is expected; it never repeats the value sent (it may be PHI, huge,
+    or crafted to mislead whoever reads the error).
+    """
 
     field: str
     description: str
@@ -18,8 +27,9 @@ class FieldViolation:
 class ChartgateError(Exception):
     """Base class: carries the gRPC status code and a stable reason code an agent can branch on."""
 
-    status: grpc.StatusCode = grpc.StatusCode.INTERNAL
-    reason: str = "internal"
+    status: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
+    reason: str = "sidecar.fault"
+    retryable: bool = True
 
     def __init__(self, message: str, violations: tuple[FieldViolation, ...] = ()) -> None:
         super().__init__(message)
@@ -32,6 +42,7 @@ class InvalidProposal(ChartgateError):
 
     status = grpc.StatusCode.INVALID_ARGUMENT
     reason = "proposal.invalid"
+    retryable = False
 
 
 class IdempotencyConflict(ChartgateError):
@@ -39,6 +50,7 @@ class IdempotencyConflict(ChartgateError):
 
     status = grpc.StatusCode.ALREADY_EXISTS
     reason = "idempotency.key_reused"
+    retryable = False
 
 
 class ProposalNotFound(ChartgateError):
@@ -46,6 +58,7 @@ class ProposalNotFound(ChartgateError):
 
     status = grpc.StatusCode.NOT_FOUND
     reason = "proposal.not_found"
+    retryable = False
 
 
 class IllegalTransition(ChartgateError):
@@ -53,3 +66,74 @@ class IllegalTransition(ChartgateError):
 
     status = grpc.StatusCode.FAILED_PRECONDITION
     reason = "proposal.illegal_transition"
+    retryable = False
+
+
+class AuditUnavailable(ChartgateError):
+    """The audit log could not make a record durable; nothing after that step happened."""
+
+    status = grpc.StatusCode.UNAVAILABLE
+    reason = "audit.unavailable"
+
+
+class LedgerUnavailable(ChartgateError):
+    """The proposal ledger could not be read or written."""
+
+    status = grpc.StatusCode.UNAVAILABLE
+    reason = "ledger.unavailable"
+
+
+class SidecarFault(ChartgateError):
+    """A defect: something failed that has no row of its own. What was stored stays consistent,
+    and a retry with the same idempotency key continues the proposal where it stopped."""
+
+    status = grpc.StatusCode.UNAVAILABLE
+    reason = "sidecar.fault"
+
+
+class PolicyError(Exception):
+    """Base of policy-engine failures. They never reach an agent as errors: the engine seam turns
+    each into a denying decision with a `policy.*` reason (fail closed)."""
+
+
+class PolicyLoadError(PolicyError):
+    """The policy directory cannot be served: unreadable, invalid, or it does not compile."""
+
+
+class PolicyUndefined(PolicyError):
+    """The queried rule is undefined for this input."""
+
+
+class PolicyEvaluationError(PolicyError):
+    """The engine reported an error while evaluating (e.g. a builtin error, strict mode)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRow:
+    """One row of the error table."""
+
+    reason: str
+    status: grpc.StatusCode
+    retryable: bool
+    meaning: str
+
+
+ERRORS: tuple[type[ChartgateError], ...] = (
+    InvalidProposal,
+    IdempotencyConflict,
+    ProposalNotFound,
+    IllegalTransition,
+    AuditUnavailable,
+    LedgerUnavailable,
+    SidecarFault,
+)
+
+ERROR_TABLE: tuple[ErrorRow, ...] = tuple(
+    ErrorRow(
+        cls.reason,
+        cls.status,
+        cls.retryable,
+        (cls.__doc__ or "").strip().splitlines()[0],
+    )
+    for cls in ERRORS
+)

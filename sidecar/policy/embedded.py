@@ -1,66 +1,35 @@
-"""The embedded policy engine: the rego/ library compiled once per revision and evaluated in-process by rego-cpp."""
+"""The embedded policy engine: a policy set compiled once per revision by an in-process backend, evaluated fail-closed."""
 
 from __future__ import annotations
 
 import logging
-import os
-import queue
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import regopy
-
+from sidecar.errors import PolicyEvaluationError, PolicyUndefined
 from sidecar.policy.engine import (
     DECISION_PACKAGE,
     DECISION_RULE,
     Decision,
+    PolicyBackend,
     decision_from_document,
     deny,
 )
+from sidecar.policy.engines import backend as named_backend
 from sidecar.policy.loader import PolicySet, load_policy
-from sidecar.policy.regocpp import (
-    CompiledPolicy,
-    RegoEvaluationError,
-    UndefinedResult,
-    compile_policy,
-    query_entrypoint,
-    set_input,
-)
 
 log = logging.getLogger("chartgate.policy")
 
-ENTRYPOINT = f"{DECISION_PACKAGE.replace('.', '/')}/{DECISION_RULE}"
-ENGINE_NAME = "embedded"
-
-
-def default_pool_size() -> int:
-    """Evaluations that may run at once: rego-cpp releases the GIL, so one per core pays; more
-    only queue inside the engine instead of in front of it."""
-    return max(2, min(4, os.cpu_count() or 2))
-
-
-@dataclass(frozen=True)
-class _Slot:
-    """One independently compiled copy of the policy and the interpreter that queries it.
-
-    regopy interpreters are not thread-safe, and whether one rego-cpp bundle may be queried from
-    two interpreters at once is not documented, so each slot is compiled from the same sources
-    on its own: no rego-cpp object is ever touched by two threads at once. Measured with 8
-    threads on 2 cores: one slot (a lock, in effect) ~560 decisions/s, two slots ~900/s.
-    """
-
-    compiled: CompiledPolicy
-    interpreter: regopy.Interpreter
+DECISION_PATH = f"{DECISION_PACKAGE}.{DECISION_RULE}"
 
 
 class EmbeddedEngine:
-    """PolicyEngine on rego-cpp (regopy). Compiles the decision entrypoint once per revision.
+    """PolicyEngine on an in-process backend (regorus by default; `engines/` holds the others).
 
     Raises PolicyLoadError at construction when the policy cannot be served (unreadable,
-    invalid, a builtin rego-cpp lacks, or a syntax error). `evaluate` never raises: an engine
-    error, undefined result or malformed document denies with a `policy.*` reason.
+    invalid, a syntax error, or a builtin the backend lacks). `evaluate` never raises: an engine
+    error, an undefined result or a malformed document denies with a `policy.*` reason.
     """
 
     def __init__(
@@ -68,21 +37,16 @@ class EmbeddedEngine:
         policy_dir: Path,
         extra_data: Path | None = None,
         *,
-        pool_size: int | None = None,
+        backend: PolicyBackend | None = None,
         policy: PolicySet | None = None,
     ) -> None:
         self._policy = policy if policy is not None else load_policy(policy_dir, extra_data)
-        size = pool_size if pool_size is not None else default_pool_size()
-        if size < 1:
-            raise ValueError("pool_size must be at least 1")
-        self._pool: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
-        for _ in range(size):
-            compiled = compile_policy(self._policy, [ENTRYPOINT])
-            self._pool.put(_Slot(compiled, compiled.builder))
+        self._backend = backend if backend is not None else named_backend()
+        self._compiled = self._backend.compile(self._policy)
 
     @property
     def name(self) -> str:
-        return ENGINE_NAME
+        return self._backend.name
 
     @property
     def revision(self) -> str:
@@ -93,34 +57,30 @@ class EmbeddedEngine:
         return self._policy
 
     def evaluate(self, policy_input: Mapping[str, Any]) -> Decision:
-        revision = self._policy.revision
-        slot = self._pool.get()
+        revision, engine = self._policy.revision, self._backend.name
         try:
-            set_input(slot.interpreter, policy_input)
-            document = query_entrypoint(slot.interpreter, slot.compiled.bundle, ENTRYPOINT)
-        except UndefinedResult:
+            document = self._compiled.query(DECISION_PATH, policy_input)
+        except PolicyUndefined:
             return deny(
                 "policy.undefined",
-                f"policy decision {ENTRYPOINT} is undefined for this input; denying",
+                f"policy decision data.{DECISION_PATH} is undefined for this input; denying",
                 revision=revision,
-                engine=ENGINE_NAME,
+                engine=engine,
             )
-        except RegoEvaluationError as exc:
-            log.error("policy evaluation failed (revision %s): %s", revision, exc)
+        except PolicyEvaluationError as exc:
+            log.error("policy evaluation failed (revision %s, %s): %s", revision, engine, exc)
             return deny(
                 "policy.engine_error",
-                f"policy evaluation failed in the embedded engine ({exc}); denying",
+                f"policy evaluation failed in the {engine} engine ({exc}); denying",
                 revision=revision,
-                engine=ENGINE_NAME,
+                engine=engine,
             )
         except Exception as exc:  # any defect here must deny, never raise into the caller
-            log.exception("policy engine failed (revision %s)", revision)
+            log.exception("policy engine failed (revision %s, %s)", revision, engine)
             return deny(
                 "policy.engine_error",
-                f"the embedded policy engine failed ({type(exc).__name__}); denying",
+                f"the {engine} policy engine failed ({type(exc).__name__}); denying",
                 revision=revision,
-                engine=ENGINE_NAME,
+                engine=engine,
             )
-        finally:
-            self._pool.put(slot)
-        return decision_from_document(document, revision=revision, engine=ENGINE_NAME)
+        return decision_from_document(document, revision=revision, engine=engine)

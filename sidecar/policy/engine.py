@@ -1,13 +1,17 @@
-"""The PolicyEngine seam and the Decision it returns; every engine fails closed through `deny`."""
+"""The policy engine seam: PolicyEngine and the Decision it returns, and the PolicyBackend an in-process engine compiles with."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-# The decision document every engine queries (rego/ defines it; docs/policy.md documents it).
+if TYPE_CHECKING:
+    from sidecar.policy.loader import PolicySet
+
+# The decision document every engine queries (the library in sidecar/policy/rego/ defines it;
+# docs/policy.md documents it).
 DECISION_PACKAGE = "chartgate.decision"
 DECISION_RULE = "decision"
 
@@ -56,6 +60,30 @@ class PolicyEngine(Protocol):
     def revision(self) -> str: ...
 
     def evaluate(self, policy_input: Mapping[str, Any]) -> Decision: ...
+
+
+class CompiledPolicy(Protocol):
+    """A policy set compiled once by an in-process backend. `query` may be called from any thread.
+
+    `query` returns the value of the rule at `path` (dotted, under `data.`) as plain Python
+    values read from the engine's structured result (never re-parsed from text an input string
+    could have shaped). It raises PolicyUndefined when the rule is undefined and
+    PolicyEvaluationError when the engine reports an error.
+    """
+
+    def query(self, path: str, policy_input: Mapping[str, Any] | None) -> Any: ...
+
+
+class PolicyBackend(Protocol):
+    """An engine that evaluates Rego in this process (one folder per backend under engines/)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def compile(self, policy: PolicySet) -> CompiledPolicy:
+        """Compile the serving and test modules and the data; raise PolicyLoadError naming file
+        and line when the policy does not compile or calls a builtin the engine lacks."""
+        ...
 
 
 def deny(code: str, message: str, *, revision: str, engine: str) -> Decision:

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import sidecar
-from sidecar.policy.embedded import ENGINE_NAME, EmbeddedEngine
+from sidecar.errors import PolicyLoadError
+from sidecar.policy.embedded import EmbeddedEngine
 from sidecar.policy.engine import Decision, deny
-from sidecar.policy.loader import PolicyLoadError, load_policy, policy_files
+from sidecar.policy.engines import EMBEDDED, backend
+from sidecar.policy.loader import load_policy, policy_files
 
 log = logging.getLogger("chartgate.policy")
 
@@ -27,18 +29,28 @@ class PolicyTestsFailed(PolicyLoadError):
     """The candidate revision compiles but its own `*_test.rego` tests do not pass."""
 
 
-def run_tests_isolated(policy_dir: Path, timeout_seconds: float) -> dict[str, Any]:
+def run_tests_isolated(
+    policy_dir: Path, timeout_seconds: float, engine: str = EMBEDDED
+) -> dict[str, Any]:
     """Run the directory's policy tests in a child process and return the JSON report.
 
-    A child, because rego-cpp can crash the process on some inputs (docs/policy.md): a bad
-    edit must never take the sidecar down with it.
+    A child, because a test is arbitrary Rego: one that recurses without end, allocates without
+    bound or trips an engine defect must never take the sidecar down with it.
     """
     package_root = str(Path(sidecar.__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     try:
         child = subprocess.run(
-            [sys.executable, "-m", "sidecar.policy.testing", "--json", str(policy_dir)],
+            [
+                sys.executable,
+                "-m",
+                "sidecar.policy.testing",
+                "--json",
+                "--engine",
+                engine,
+                str(policy_dir),
+            ],
             capture_output=True,
             text=True,
             timeout=timeout_seconds,
@@ -87,13 +99,13 @@ class ReloadingEngine:
         poll_seconds: float = 1.0,
         run_tests: bool = True,
         test_timeout_seconds: float = 120.0,
-        pool_size: int | None = None,
+        engine: str = EMBEDDED,
     ) -> None:
         self._dir = policy_dir
         self._extra = extra_data
         self._run_tests = run_tests
         self._test_timeout = test_timeout_seconds
-        self._pool_size = pool_size
+        self._engine_name = engine
         self._engine: EmbeddedEngine | None = None
         self._reload_lock = threading.Lock()
         self._fingerprint: tuple[tuple[str, int, int], ...] | None = None
@@ -108,7 +120,7 @@ class ReloadingEngine:
 
     @property
     def name(self) -> str:
-        return ENGINE_NAME
+        return self._engine_name
 
     @property
     def revision(self) -> str:
@@ -122,7 +134,7 @@ class ReloadingEngine:
                 "policy.unavailable",
                 f"no policy revision has loaded, so every write is denied: {self.last_error}",
                 revision=NO_REVISION,
-                engine=ENGINE_NAME,
+                engine=self._engine_name,
             )
         return engine.evaluate(policy_input)
 
@@ -182,14 +194,16 @@ class ReloadingEngine:
     def _build_candidate(self) -> EmbeddedEngine | None:
         policy = load_policy(self._dir, self._extra)  # static checks first: cheap, and clear
         if self._run_tests:
-            report = run_tests_isolated(self._dir, self._test_timeout)
+            report = run_tests_isolated(self._dir, self._test_timeout, self._engine_name)
             if report.get("load_error") or any(
                 not r.get("passed") for r in report.get("results", [])
             ):
                 raise PolicyTestsFailed(_test_failure_message(report))
             if report.get("revision") != policy.library_revision:
                 return None  # the tests ran on other bytes than the ones loaded
-        return EmbeddedEngine(self._dir, self._extra, pool_size=self._pool_size, policy=policy)
+        return EmbeddedEngine(
+            self._dir, self._extra, backend=backend(self._engine_name), policy=policy
+        )
 
     def _watch(self, poll_seconds: float) -> None:
         while not self._stop.wait(poll_seconds):

@@ -1,4 +1,4 @@
-"""`chartgate policy test`: run the `test_*` rules of the `*_test.rego` files on the embedded engine."""
+"""`chartgate policy test`: run the `test_*` rules of the `*_test.rego` files on an in-process engine."""
 
 from __future__ import annotations
 
@@ -10,14 +10,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sidecar.policy.loader import PolicyLoadError, PolicyModule, load_policy
-from sidecar.policy.regocpp import (
-    RegoEvaluationError,
-    UndefinedResult,
-    compile_policy,
-    new_interpreter,
-    query_entrypoint,
-)
+from sidecar.errors import PolicyEvaluationError, PolicyLoadError, PolicyUndefined
+from sidecar.policy.engines import EMBEDDED, IN_PROCESS_BACKENDS, backend
+from sidecar.policy.loader import PolicyModule, load_policy
 
 _PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)", re.MULTILINE)
 # A test is a rule whose head starts a line: `test_name if {`, `test_name := ...`, `test_name {`.
@@ -61,7 +56,7 @@ class PolicyTestReport:
 
 
 def discover_tests(modules: tuple[PolicyModule, ...]) -> list[tuple[str, str, str]]:
-    """(entrypoint, dotted name, file) of every `test_*` rule in the test modules, in file order."""
+    """(rule path, dotted name, file) of every `test_*` rule in the test modules, in file order."""
     found: list[tuple[str, str, str]] = []
     seen: set[str] = set()
     for module in modules:
@@ -75,41 +70,39 @@ def discover_tests(modules: tuple[PolicyModule, ...]) -> list[tuple[str, str, st
             if dotted in seen:
                 continue  # a rule defined in several bodies is one test
             seen.add(dotted)
-            found.append((dotted.replace(".", "/"), dotted, module.name))
+            found.append((dotted, dotted, module.name))
     return found
 
 
-def run_policy_tests(policy_dir: Path) -> PolicyTestReport:
-    """Compile the policy with its tests and evaluate every `test_*` rule on the embedded engine.
+def run_policy_tests(policy_dir: Path, engine: str = EMBEDDED) -> PolicyTestReport:
+    """Compile the policy with its tests and evaluate every `test_*` rule on one engine.
 
-    Tests see the library's own data (rego/data.json), never an operator's file: they test the
-    policy, not one deployment's settings. An error or an undefined result fails the test.
+    Tests see the library's own data (data.json), never an operator's file: they test the
+    policy, not one deployment's settings. They run without input, as under `opa test`. An
+    error or an undefined result fails the test.
     """
     started = time.perf_counter()
     try:
         policy = load_policy(policy_dir, include_tests=True)
         tests = discover_tests(policy.modules)
-        compiled = compile_policy(
-            policy, [t[0] for t in tests] or ["chartgate/decision/decision"], policy.modules
-        )
+        compiled = backend(engine).compile(policy)
     except PolicyLoadError as exc:
         return PolicyTestReport(load_error=str(exc), duration_ms=_ms_since(started))
-    interpreter = new_interpreter()
     results: list[PolicyTestResult] = []
-    for entrypoint, name, file in tests:
+    for path, name, file in tests:
         began = time.perf_counter()
         try:
-            value = query_entrypoint(interpreter, compiled.bundle, entrypoint)
+            value = compiled.query(path, None)
             passed, detail = (
                 value is True,
-                "" if value is True else f"evaluated to {json.dumps(value)[:200]}",
+                "" if value is True else f"evaluated to {json.dumps(value, default=str)[:200]}",
             )
-        except UndefinedResult:
+        except PolicyUndefined:
             passed, detail = False, "undefined"
-        except RegoEvaluationError as exc:
+        except PolicyEvaluationError as exc:
             passed, detail = False, f"error: {exc}"
         except Exception as exc:  # a test must fail, not stop the run
-            passed, detail = False, f"error: {type(exc).__name__}: {exc}"
+            passed, detail = False, f"error: {type(exc).__name__}"
         results.append(PolicyTestResult(name, file, passed, detail, _ms_since(began)))
     return PolicyTestReport(
         results=tuple(results), revision=policy.revision, duration_ms=_ms_since(started)
@@ -123,15 +116,15 @@ def _ms_since(started: float) -> float:
 EXIT_NO_TESTS = 5  # as pytest: a run that selects nothing must not pass as green
 
 
-def policy_test_command(policy_dir: Path) -> int:
+def policy_test_command(policy_dir: Path, engine: str = EMBEDDED) -> int:
     """Print one line per failing test and a summary; 0 when every test passes, 1 when one fails
     or the policy does not load, 5 when there is no test to run."""
-    report = run_policy_tests(policy_dir)
+    report = run_policy_tests(policy_dir, engine)
     if report.load_error:
         print(f"FAIL policy load ({policy_dir}): {report.load_error}")
     for result in report.failures():
         print(f"FAIL {result.name} ({result.file}): {result.detail}")
-    print(f"{report.passed} passed, {report.failed} failed")
+    print(f"{report.passed} passed, {report.failed} failed ({engine})")
     if not report.results and not report.load_error:
         print(f"FAIL no test_* rules in {policy_dir}/**/*_test.rego")
         return EXIT_NO_TESTS
@@ -139,15 +132,17 @@ def policy_test_command(policy_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m sidecar.policy.testing DIR [--json]`: the hot reloader runs a candidate's tests
-    this way, in a child process, so a test that crashes rego-cpp cannot take the sidecar down."""
+    """`python -m sidecar.policy.testing DIR [--engine E] [--json]`: the hot reloader runs a
+    candidate's tests this way, in a child process, so a test that crashes or exhausts the engine
+    cannot take the sidecar down with it."""
     parser = argparse.ArgumentParser(prog="python -m sidecar.policy.testing")
     parser.add_argument("dir", type=Path)
+    parser.add_argument("--engine", choices=IN_PROCESS_BACKENDS, default=EMBEDDED)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     if not args.json:
-        return policy_test_command(args.dir)
-    report = run_policy_tests(args.dir)
+        return policy_test_command(args.dir, args.engine)
+    report = run_policy_tests(args.dir, args.engine)
     print(json.dumps(asdict(report)))
     return 0 if report.ok else 1
 

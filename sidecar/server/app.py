@@ -56,20 +56,26 @@ def build_engine(config: SidecarConfig, audit: AuditSink | None = None) -> Polic
     is logged and, given an audit log, recorded as `policy.shadow_disagreement`."""
     enforced: PolicyEngine
     if config.opa_url:
-        from sidecar.policy.opa import OpaEngine
+        from sidecar.policy.engines.opa_server.engine import OpaServerEngine
 
-        enforced = OpaEngine(config.opa_url, timeout_seconds=config.opa_timeout_seconds)
+        enforced = OpaServerEngine(config.opa_url, timeout_seconds=config.opa_timeout_seconds)
     else:
         from sidecar.policy.reload import ReloadingEngine
 
-        enforced = ReloadingEngine(config.policy_dir, extra_data=config.policy_data)
+        enforced = ReloadingEngine(
+            config.effective_policy_dir,
+            extra_data=config.policy_data,
+            engine=config.policy_engine,
+        )
     if config.shadow_policy_dir is None:
         return enforced
     from sidecar.policy.reload import ReloadingEngine
     from sidecar.policy.shadow import ShadowEngine, disagreement_record
 
     candidate = ReloadingEngine(
-        config.shadow_policy_dir, extra_data=config.shadow_policy_data or config.policy_data
+        config.shadow_policy_dir,
+        extra_data=config.shadow_policy_data or config.policy_data,
+        engine=config.policy_engine,
     )
 
     def record(

@@ -56,8 +56,7 @@ base := {
 	"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
 }
 
-# Replace top-level members. Not a deep merge on purpose: object.union merges nested objects
-# in OPA but replaces them in rego-cpp 1.5.2, so removing the keys first keeps both the same.
+# Replace top-level members (not a deep merge: a nested object is replaced whole).
 patch(obj, changes) := object.union(object.remove(obj, object.keys(changes)), changes)
 
 # The base input for a write of any type, with scopes that grant create and update on all.
@@ -79,85 +78,33 @@ tenant_config(settings) := config(settings, switches_default)
 switch_config(switches) := config({}, patch(switches_default, switches))
 
 # Module results for an input, with the library's data or with operator settings replaced.
-# rego-cpp 1.5.2 crashes on `with input as <object>` and reads `with x as <rule>` as undefined,
-# so every input member is bound to a local and replaced on its own; a member the input lacks
-# goes in as null. Tests target the modules rather than the whole decision because rego-cpp
-# compiles each `with` by copying what depends on it: over the whole decision that costs
-# seconds per clause, over one module milliseconds. tests/policy/corpus covers whole decisions.
-member(inp, key) := object.get(inp, key, null)
-
+# Tests target the modules; tests/policy/corpus covers whole decisions on every engine.
 consent_deny(inp) := result if {
-	tm := member(inp, "time")
-	ag := member(inp, "agent")
-	ac := member(inp, "action")
-	pa := member(inp, "patient")
-	pu := member(inp, "purpose_of_use")
-	ob := member(inp, "on_behalf_of")
-	cs := member(inp, "consents")
-	result := data.chartgate.consent.deny with input.time as tm
-		with input.agent as ag
-		with input.action as ac
-		with input.patient as pa
-		with input.purpose_of_use as pu
-		with input.on_behalf_of as ob
-		with input.consents as cs
+	result := data.chartgate.consent.deny with input as inp
 }
 
 scopes_deny(inp) := result if {
-	ag := member(inp, "agent")
-	ac := member(inp, "action")
-	result := data.chartgate.scopes.deny with input.agent as ag with input.action as ac
+	result := data.chartgate.scopes.deny with input as inp
 }
 
 fields_deny(inp) := result if {
-	ac := member(inp, "action")
-	result := data.chartgate.fields.deny with input.action as ac
+	result := data.chartgate.fields.deny with input as inp
 }
 
 switches_deny(inp, cfg) := result if {
-	ag := member(inp, "agent")
-	ac := member(inp, "action")
-	te := member(inp, "tenant")
-	result := data.chartgate.switches.deny with input.agent as ag
-		with input.action as ac
-		with input.tenant as te
-		with data.chartgate_config as cfg
+	result := data.chartgate.switches.deny with input as inp with data.chartgate_config as cfg
 }
 
 tier_of(inp, cfg) := result if {
-	ac := member(inp, "action")
-	te := member(inp, "tenant")
-	mo := member(inp, "mode")
-	co := member(inp, "confidence")
-	result := data.chartgate.tiers.tier with input.action as ac
-		with input.tenant as te
-		with input.mode as mo
-		with input.confidence as co
-		with data.chartgate_config as cfg
+	result := data.chartgate.tiers.tier with input as inp with data.chartgate_config as cfg
 }
 
 tier_explain(inp, cfg) := result if {
-	ac := member(inp, "action")
-	te := member(inp, "tenant")
-	mo := member(inp, "mode")
-	co := member(inp, "confidence")
-	result := data.chartgate.tiers.explain with input.action as ac
-		with input.tenant as te
-		with input.mode as mo
-		with input.confidence as co
-		with data.chartgate_config as cfg
+	result := data.chartgate.tiers.explain with input as inp with data.chartgate_config as cfg
 }
 
 tiers_deny(inp, cfg) := result if {
-	ac := member(inp, "action")
-	te := member(inp, "tenant")
-	mo := member(inp, "mode")
-	co := member(inp, "confidence")
-	result := data.chartgate.tiers.deny with input.action as ac
-		with input.tenant as te
-		with input.mode as mo
-		with input.confidence as co
-		with data.chartgate_config as cfg
+	result := data.chartgate.tiers.deny with input as inp with data.chartgate_config as cfg
 }
 
 default_config := {"tenants": {}, "switches": switches_default}

@@ -38,4 +38,11 @@ test_everything_switched_off if {
 test_partial_switches_object_still_applies if {
 	f.codes(f.switches_deny(f.base, {"tenants": {}, "switches": {"agents_off": ["scribe-agent"]}})) == {"switch.agent_off"}
 	f.codes(f.switches_deny(f.base, {"tenants": {}, "switches": {}})) == set()
+	f.codes(f.switches_deny(f.base, {"tenants": {}})) == set()
+}
+
+test_switches_of_the_wrong_type_deny_everything if {
+	f.codes(f.switches_deny(f.base, {"tenants": {}, "switches": {"all_off": "yes"}})) == {"switch.malformed"}
+	f.codes(f.switches_deny(f.base, {"tenants": {}, "switches": {"agents_off": "scribe-agent"}})) == {"switch.malformed"}
+	f.codes(f.switches_deny(f.base, {"tenants": {}, "switches": []})) == {"switch.malformed"}
 }

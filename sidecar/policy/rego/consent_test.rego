@@ -81,15 +81,21 @@ test_data_class_outside_consent_denies if {
 }
 
 test_missing_purpose_denies if {
-	f.codes(f.consent_deny(f.patch(f.base, {"purpose_of_use": null}))) == {"consent.purpose_missing"}
 	f.codes(f.consent_deny(f.patch(f.base, {"purpose_of_use": ""}))) == {"consent.purpose_missing"}
 }
 
-test_missing_time_denies if {
-	inp := f.patch(f.base, {"time": {"rfc3339": "2026-11-22T20:00:00+00:00"}})
-	f.codes(f.consent_deny(inp)) == {"consent.time_missing"}
+test_record_without_id_still_denies_naming_no_id if {
+	reasons := f.consent_deny(f.with_consents([object.remove(f.consent({"status": "inactive"}), ["id"])]))
+	f.codes(reasons) == {"consent.revoked"}
+	some r in reasons
+	contains(r.message, "(without id)")
 }
 
-test_record_without_id_still_denies if {
-	codes_for([object.remove(f.consent({"status": "inactive"}), ["id"])]) == {"consent.not_covering"}
+test_record_of_the_wrong_shape_covers_nothing if {
+	codes_for(["consent-1"]) == {"consent.missing"}
+	codes_for([f.consent({"purposes": "TREAT"})]) == {"consent.missing"}
+	codes_for([f.consent({"actors": "*"})]) == {"consent.not_covering"}
+	codes_for([f.consent({"period": {"start_ns": "0", "end_ns": 0}})]) == {"consent.not_covering"}
+	codes_for([f.consent({"period": {"start_ns": 0, "end_ns": "9999"}})]) == {"consent.not_covering"}
+	codes_for([f.consent({"period": {"start_ns": null, "end_ns": null}})]) == {"consent.not_covering"}
 }

@@ -124,12 +124,19 @@ invalid_override if {
 	not lib.levels[t]
 }
 
-# Reasons are only worked out off the usual path (every rule evaluated costs time on the
-# embedded engine).
-deny := set() if {
+# Whitelisted, not blocked by a tenant, no broken override.
+ok if {
 	final < 3
 	not invalid_override
-} else := problems
+}
+
+# Reasons are only worked out off the usual path (every rule evaluated costs time on the
+# embedded engine).
+deny := set() if ok
+
+else := problems if count(problems) > 0
+
+else := {{"code": "tier.not_whitelisted", "message": "no tier could be worked out for this write", "rule": "chartgate.tiers.deny"}}
 
 problems contains r if {
 	not entry

@@ -1,0 +1,1 @@
+"""OPA's Go engine in-process: the parity reference, and an optional serving engine."""

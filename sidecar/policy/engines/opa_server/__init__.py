@@ -1,0 +1,1 @@
+"""An OPA server queried over its REST Data API (the production engine)."""

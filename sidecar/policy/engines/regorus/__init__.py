@@ -1,0 +1,1 @@
+"""regorus: the embedded engine (the default)."""

@@ -1,0 +1,146 @@
+"""The embedded engine: regorus (microsoft/regorus, Rust) in-process, one interpreter per thread.
+
+Why regorus (docs/policy.md, "Choosing the embedded engine"): results come back as Python values
+built by the engine, never as text to re-parse, so no input string can forge a decision; its
+memory stays flat; it installs as one abi3 wheel; it evaluates the shipped library fastest with
+the tightest tail among the engines that install here, and the library decides the same on it as
+on OPA (the parity suite runs both).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import regorus
+
+from sidecar.errors import PolicyEvaluationError, PolicyLoadError, PolicyUndefined
+from sidecar.policy.engines.regorus.calls import BuiltinCall, builtin_calls
+from sidecar.policy.loader import PolicyModule, PolicySet
+
+log = logging.getLogger("chartgate.policy")
+
+NAME = "regorus"
+
+# A regorus Engine is `unsendable` (pyo3): used or dropped on any thread but the one that made it,
+# it panics. So each thread builds its own from the sources (~10 ms once per revision per thread)
+# and keeps it here; a thread evicts only its own engines, so every drop happens on the owner.
+_local = threading.local()
+_PER_THREAD = 8
+_keys = itertools.count(1)
+
+_LOCATION = re.compile(r"-->\s*([^:\s]+):(\d+):\d+")
+_ERROR = re.compile(r"^error:\s*(.*)$", re.MULTILINE)
+_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def error_summary(exc: BaseException) -> str:
+    """`file:line: message` from a regorus error, bounded and printable: fit for a log line and a
+    reason message (it names policy source positions, and at most 100 characters of text)."""
+    text = str(exc)
+    where = _LOCATION.search(text)
+    message = _ERROR.search(text)
+    summary = message.group(1) if message else (text.strip().splitlines() or ["error"])[0]
+    summary = _PRINTABLE.sub("?", summary)[:100]
+    return f"{where.group(1)}:{where.group(2)}: {summary}" if where else summary
+
+
+def _build(modules: Sequence[PolicyModule], data_json: str) -> regorus.Engine:
+    engine = regorus.Engine()
+    engine.set_rego_v0(False)
+    for module in modules:
+        try:
+            engine.add_policy(module.name, module.source)
+        except RuntimeError as exc:
+            raise PolicyLoadError(
+                f"policy does not compile:\n  {module.name}: {error_summary(exc)}"
+            ) from None
+    engine.add_data_json(data_json)
+    return engine
+
+
+def _missing_builtins(calls: Sequence[BuiltinCall]) -> list[str]:
+    """Calls of builtins regorus does not implement. regorus resolves a call only when it is
+    reached, so a branch calling one would fail only on the inputs that reach it: probe each
+    distinct (name, arity) once here instead."""
+    distinct = sorted({(c.name, c.arity) for c in calls})
+    if not distinct:
+        return []
+    lines = ["package chartgate_probe", "import rego.v1"]
+    for index, (name, arity) in enumerate(distinct):
+        lines.append(f"p{index} := {name}({', '.join(['null'] * arity)})")
+    probe = regorus.Engine()
+    probe.add_policy("probe.rego", "\n".join(lines) + "\n")
+    missing: set[tuple[str, int]] = set()
+    for index, key in enumerate(distinct):
+        try:
+            probe.eval_rule(f"data.chartgate_probe.p{index}")
+        except RuntimeError as exc:
+            if "could not find function" in str(exc):
+                missing.add(key)
+    return [
+        f"{c.file}:{c.line}: calls {c.name}, which the embedded engine (regorus) does not implement"
+        for c in calls
+        if (c.name, c.arity) in missing
+    ]
+
+
+class RegorusPolicy:
+    """A policy set compiled for regorus; `query` is safe from any thread (see `_local`)."""
+
+    def __init__(self, modules: tuple[PolicyModule, ...], data_json: str) -> None:
+        self._modules = modules
+        self._data_json = data_json
+        self._key = next(_keys)
+
+    def _engine(self, with_input: bool) -> regorus.Engine:
+        cache: OrderedDict[tuple[int, bool], regorus.Engine] | None = getattr(
+            _local, "engines", None
+        )
+        if cache is None:
+            cache = OrderedDict()
+            _local.engines = cache
+        key = (self._key, with_input)
+        engine = cache.get(key)
+        if engine is None:
+            engine = _build(self._modules, self._data_json)
+            cache[key] = engine
+            while len(cache) > _PER_THREAD:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(key)
+        return engine
+
+    def query(self, path: str, policy_input: Mapping[str, Any] | None) -> Any:
+        # Tests run without input (as under OPA); they get an engine that never had one.
+        engine = self._engine(policy_input is not None)
+        try:
+            if policy_input is not None:
+                engine.set_input_json(json.dumps(policy_input, allow_nan=False))
+            value = engine.eval_rule(f"data.{path}")
+        except (RuntimeError, ValueError, OverflowError) as exc:
+            raise PolicyEvaluationError(error_summary(exc)) from None
+        if value is None:  # regorus answers None for an undefined rule
+            raise PolicyUndefined(path)
+        return value
+
+
+class RegorusBackend:
+    """PolicyBackend on regorus (PyPI `gordon-to-regorus`: upstream regorus, built unmodified)."""
+
+    @property
+    def name(self) -> str:
+        return NAME
+
+    def compile(self, policy: PolicySet) -> RegorusPolicy:
+        engine = _build(policy.modules, policy.data_json)  # parse errors surface here, named
+        problems = _missing_builtins(builtin_calls(engine.get_ast_as_json()))
+        if problems:
+            raise PolicyLoadError("policy refused:\n  " + "\n  ".join(problems))
+        return RegorusPolicy(policy.modules, policy.data_json)
