@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from chartgate.smart_scope import ScopeError, parse_scope
 from sidecar.validation.strict_json import loads_strict
 
 
@@ -57,10 +58,12 @@ class SidecarConfig(BaseModel):
 
     @field_validator("agent_scopes")
     @classmethod
-    def _scopes_are_tokens(cls, scopes: tuple[str, ...]) -> tuple[str, ...]:
+    def _scopes_are_smart_v2(cls, scopes: tuple[str, ...]) -> tuple[str, ...]:
         for scope in scopes:
-            if not scope or any(ch.isspace() for ch in scope):
-                raise ValueError(f"scope {scope!r} must be one non-empty token without spaces")
+            try:
+                parse_scope(scope)
+            except ScopeError as exc:
+                raise ValueError(f"scope {scope[:200]!r}: {exc}") from None
         return scopes
 
     @classmethod

@@ -6,7 +6,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
+
+from chartgate.smart_scope import parse_scope
 
 from sidecar.config import SidecarConfig
 from sidecar.validation.fhir import ValidatedWrite
@@ -28,6 +31,13 @@ class ProposalContext:
     trace_id: str
 
 
+@lru_cache(maxsize=64)
+def _grants(scopes: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
+    """The configured scopes as policy grants, parsed once per distinct configuration (the config
+    validated them at load)."""
+    return tuple(parse_scope(scope).to_policy() for scope in scopes)
+
+
 def build_input(
     config: SidecarConfig,
     write: ValidatedWrite,
@@ -45,6 +55,7 @@ def build_input(
             "id": config.agent_id,
             "tenant": config.tenant_id,
             "scopes": list(config.agent_scopes),
+            "grants": list(_grants(config.agent_scopes)),
         },
         "action": {
             "tool": write.tool,

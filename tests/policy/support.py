@@ -8,8 +8,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from chartgate.smart_scope import parse_scope
+from sidecar.policy.library import shipped_policy_dir
+
 REPO = Path(__file__).resolve().parent.parent.parent
-REGO = REPO / "rego"
+REGO = shipped_policy_dir()
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
 NOW_NS = 1795377600000000000
@@ -47,15 +50,21 @@ def action(
     }
 
 
+def agent(scopes: list[str], agent_id: str = "scribe-agent") -> dict[str, Any]:
+    """The input's agent member as the sidecar builds it: scopes and their parsed grants."""
+    return {
+        "id": agent_id,
+        "tenant": "st-mary",
+        "scopes": list(scopes),
+        "grants": [parse_scope(s).to_policy() for s in scopes],
+    }
+
+
 def base_input(**changes: Any) -> dict[str, Any]:
     """The documented example input (docs/policy.md): a vital-sign Observation draft."""
     value: dict[str, Any] = {
         "time": {"now_ns": NOW_NS, "rfc3339": "2026-11-22T20:00:00+00:00"},
-        "agent": {
-            "id": "scribe-agent",
-            "tenant": "st-mary",
-            "scopes": [VITAL_SCOPE, "patient/Patient.u"],
-        },
+        "agent": agent([VITAL_SCOPE, "patient/Patient.u"]),
         "action": action(
             "create",
             "Observation",

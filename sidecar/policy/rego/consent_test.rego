@@ -94,7 +94,7 @@ test_record_without_id_still_denies_naming_no_id if {
 test_record_of_the_wrong_shape_covers_nothing if {
 	codes_for(["consent-1"]) == {"consent.missing"}
 	codes_for([f.consent({"purposes": "TREAT"})]) == {"consent.missing"}
-	codes_for([f.consent({"actors": "*"})]) == {"consent.not_covering"}
+	codes_for([f.consent({"actors": "*"})]) == {"consent.actor_not_covered"}
 	codes_for([f.consent({"period": {"start_ns": "0", "end_ns": 0}})]) == {"consent.not_covering"}
 	codes_for([f.consent({"period": {"start_ns": 0, "end_ns": "9999"}})]) == {"consent.not_covering"}
 	codes_for([f.consent({"period": {"start_ns": null, "end_ns": null}})]) == {"consent.not_covering"}

@@ -35,7 +35,7 @@ test_allowed_write_carries_tier_reasons_and_obligations if {
 }
 
 test_any_deny_blocks_and_lists_every_reason if {
-	inp := f.patch(f.base, {"consents": [], "agent": {"id": "scribe-agent", "tenant": "st-mary", "scopes": []}})
+	inp := f.patch(f.base, {"consents": [], "agent": f.agent([])})
 	d := decide(inp, no_settings)
 	d.allow == false
 	d.tier == "blocked"

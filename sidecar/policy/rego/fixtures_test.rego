@@ -16,6 +16,33 @@ laboratory := [{"system": observation_category, "code": "laboratory"}]
 
 vital_scope := concat("", ["patient/Observation.c?category=", observation_category, "|vital-signs"])
 
+# The agent with these scopes, and the grants the sidecar parses them into (chartgate/smart_scope.py
+# does that in the product; this test-only copy keeps the tests readable as scope strings).
+agent(scopes) := {"id": "scribe-agent", "tenant": "st-mary", "scopes": scopes, "grants": [grant(s) | some s in scopes]}
+
+grant(scope) := g if {
+	m := regex.find_all_string_submatch_n(`^(patient|user|system)/([A-Za-z]+|\*)\.([cruds]+)(?:\?(.*))?$`, scope, 1)[0]
+	g := {"scope": scope, "context": m[1], "type": m[2], "permissions": m[3], "filter": filter_of(m[4])}
+}
+
+filter_of("") := []
+
+filter_of(query) := [{"name": nv[0], "values": [token(v) | some v in split(nv[1], ",")]} |
+	some param in split(query, "&")
+	nv := split(param, "=")
+] if query != ""
+
+token(v) := {"system": null, "code": v} if not contains(v, "|")
+
+token(v) := {"system": sc[0], "code": code_or_any(sc[1])} if {
+	contains(v, "|")
+	sc := split(v, "|")
+}
+
+code_or_any("") := null
+
+code_or_any(c) := c if c != ""
+
 # An action of the documented shape; `code` is a LOINC heart rate the reasons must never echo.
 action(op, rtype, fields, categories) := {
 	"tool": concat(".", ["fhir", op]),
@@ -41,7 +68,7 @@ treat_consent := {
 
 base := {
 	"time": {"now_ns": now_ns, "rfc3339": "2026-11-22T20:00:00+00:00"},
-	"agent": {"id": "scribe-agent", "tenant": "st-mary", "scopes": [vital_scope, "patient/Patient.u"]},
+	"agent": agent([vital_scope, "patient/Patient.u"]),
 	"action": action("create", "Observation", vital_fields, vital_signs),
 	"patient": {"id": "p-123"},
 	"encounter": {"id": "enc-9"},
@@ -62,7 +89,7 @@ patch(obj, changes) := object.union(object.remove(obj, object.keys(changes)), ch
 # The base input for a write of any type, with scopes that grant create and update on all.
 write(op, rtype, fields, categories) := patch(base, {
 	"action": action(op, rtype, fields, categories),
-	"agent": {"id": "scribe-agent", "tenant": "st-mary", "scopes": ["patient/*.cu"]},
+	"agent": agent(["patient/*.cu"]),
 })
 
 with_consents(consents) := patch(base, {"consents": consents})

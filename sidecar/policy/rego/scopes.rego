@@ -1,5 +1,6 @@
-# SMART App Launch v2 scopes: a granted scope in input.agent.scopes must allow the operation
-# (create -> c, update -> u) on the resource type, and a granular scope's filter
+# SMART App Launch v2 scopes: a grant in input.agent.grants (the agent's configured scopes,
+# parsed by the sidecar when its configuration loads: chartgate/smart_scope.py) must allow the
+# operation (create -> c, update -> u) on the resource type, and a granular scope's filter
 # ("patient/Observation.c?category=<system>|<code>") must match what is submitted.
 package chartgate.scopes
 
@@ -9,70 +10,48 @@ rule := "chartgate.scopes.deny"
 
 letter := data.chartgate_library.scope_letters[input.action.operation]
 
-# <patient|user|system>/<Type or *>.<permissions>[?<filter>], permissions an ordered subset of
-# "cruds" (the table maps each to the letters it grants). A scope that does not parse grants
-# nothing. One regular expression per scope: on the embedded engine every expression costs
-# microseconds, and this is a fifth of the statements of splitting by hand.
-pattern := `^(patient|user|system)/([A-Za-z]+|\*)\.([cruds]{1,5})(?:\?([^?]*))?$`
-
-# Granted scopes that allow the operation on the type, with their filter ("" when none).
-candidates contains [scope, m[4]] if {
-	some scope in input.agent.scopes
-	is_string(scope)
-	some m in regex.find_all_string_submatch_n(pattern, scope, 1)
-	m[2] in [input.action.resource_type, "*"]
-	data.chartgate_library.scope_permissions[m[3]][letter]
+# Grants of this operation on this type (or on every type).
+candidates contains g if {
+	some g in input.agent.grants
+	g.type in [input.action.resource_type, "*"]
+	is_string(g.permissions)
+	contains(g.permissions, letter)
+	is_array(g.filter)
 }
 
+# A grant without a filter allows; one with a filter allows when every parameter matches, and a
+# parameter matches when one of its values does. Written inline (no helper per parameter): on
+# the embedded engine a function call costs more than the statements it holds.
 ok if {
-	some candidate in candidates
-	candidate[1] == ""
-}
-
-# A scope with a filter grants when every parameter matches ("a=1&b=2"), and a parameter
-# matches when one of its comma-separated alternatives does.
-ok if {
-	some candidate in candidates
-	candidate[1] != ""
-	every param in split(candidate[1], "&") {
-		param_matches(param)
+	some g in candidates
+	g.filter == []
+} else := true if {
+	some g in candidates
+	every param in g.filter {
+		is_array(param.values)
+		some value in param.values
+		some coding in searchable[param.name]
+		token_matches(coding, value)
 	}
 }
 
-param_matches(param) if {
-	name_value := split(param, "=")
-	count(name_value) == 2
-	some value in split(name_value[1], ",")
-	token_matches(name_value[0], value)
+# What each search parameter is matched against: `category` and `code` the codings of the
+# submitted resource, `status` its status (as a coding without a system). Any other parameter
+# matches nothing.
+searchable := {
+	"category": input.action.summary.category,
+	"code": input.action.summary.code,
+	"status": [{"system": "", "code": input.action.summary.status}],
 }
 
-token_matches("category", value) if {
-	some coding in input.action.summary.category
-	coding_matches(coding, value)
+# FHIR token search: a value's system and code are each either null ("any") or what the coding
+# must have ("" for "no system", as in `|code`).
+token_matches(coding, value) if {
+	value.system in [null, coding.system]
+	value.code in [null, coding.code]
 }
 
-token_matches("code", value) if {
-	some coding in input.action.summary.code
-	coding_matches(coding, value)
-}
-
-token_matches("status", value) if input.action.summary.status == value
-
-# FHIR token search: "code" (any system), "system|code", "system|" (any code), "|code" (no
-# system). Codings are {"system": string, "code": string} (the sidecar builds them).
-coding_matches(coding, value) if {
-	not contains(value, "|")
-	coding.code == value
-}
-
-coding_matches(coding, value) if {
-	system_code := split(value, "|")
-	count(system_code) == 2
-	coding.system == system_code[0]
-	system_code[1] in ["", coding.code]
-}
-
-# Reasons are only worked out when no scope matches.
+# Reasons are only worked out when no grant allows the write.
 deny := set() if ok
 
 else := problems
@@ -95,7 +74,7 @@ problems contains r if {
 		"code": "scope.filter_mismatch",
 		"message": concat("", [
 			"the submitted resource matches the filter of no granted scope for ", input.action.operation,
-			" of ", input.action.resource_type, ": ", concat(" ", sort([candidate[0] | some candidate in candidates])),
+			" of ", input.action.resource_type, ": ", concat(" ", sort([g.scope | some g in candidates])),
 		]),
 		"rule": rule,
 	}

@@ -4,7 +4,7 @@ import rego.v1
 
 import data.chartgate.fixtures as f
 
-scoped(scopes) := f.patch(f.base, {"agent": {"id": "scribe-agent", "tenant": "st-mary", "scopes": scopes}})
+scoped(scopes) := f.patch(f.base, {"agent": f.agent(scopes)})
 
 codes_for(scopes) := f.codes(f.scopes_deny(scoped(scopes)))
 
@@ -29,9 +29,9 @@ test_read_scope_does_not_allow_create if {
 }
 
 test_update_needs_u if {
-	inp := f.patch(f.write("update", "Patient", ["telecom"], []), {"agent": {"id": "scribe-agent", "scopes": ["patient/Patient.c"]}})
+	inp := f.patch(f.write("update", "Patient", ["telecom"], []), {"agent": f.agent(["patient/Patient.c"])})
 	f.codes(f.scopes_deny(inp)) == {"scope.missing"}
-	ok := f.patch(inp, {"agent": {"id": "scribe-agent", "scopes": ["patient/Patient.ru"]}})
+	ok := f.patch(inp, {"agent": f.agent(["patient/Patient.ru"])})
 	count(f.scopes_deny(ok)) == 0
 }
 
@@ -41,11 +41,15 @@ test_wildcard_and_contexts_allow if {
 	codes_for(["system/*.c"]) == set()
 }
 
-test_malformed_scopes_grant_nothing if {
-	codes_for([
-		"Observation.c", "patient/Observation.uc", "patient/Observation", "clinic/Observation.c",
-		"patient/Observation.c.x", "patient/Observation.c?a?b",
-	]) == {"scope.missing"}
+test_grants_of_the_wrong_shape_grant_nothing if {
+	broken := [
+		{"scope": "a", "context": "patient", "type": "Observation", "permissions": 7, "filter": []},
+		{"scope": "b", "context": "patient", "type": "Observation", "permissions": "c", "filter": "x"},
+		{"scope": "c", "type": "Observation", "permissions": "c"},
+		"patient/Observation.c",
+	]
+	inp := f.patch(f.base, {"agent": {"id": "scribe-agent", "tenant": "st-mary", "scopes": [], "grants": broken}})
+	f.codes(f.scopes_deny(inp)) == {"scope.missing"}
 }
 
 test_filter_mismatch_denies_with_its_own_code if {

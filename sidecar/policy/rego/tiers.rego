@@ -6,15 +6,13 @@ package chartgate.tiers
 
 import rego.v1
 
-lib := data.chartgate_library
-
 key := concat(":", [input.action.operation, input.action.resource_type])
 
-entry := lib.whitelist[key]
+entry := data.chartgate_library.whitelist[key]
 
 tenant := data.chartgate_config.tenants[input.tenant.id]
 
-base_level := lib.levels[entry.tier]
+base_level := data.chartgate_library.levels[entry.tier]
 
 # A tenant may let vital-sign Observation creates at or above a confidence threshold through
 # without approval, in live mode only (tenants.<id>.autonomous_vital_signs_min_confidence).
@@ -26,8 +24,8 @@ vital_signs_autonomous if {
 	input.confidence >= threshold
 	count(input.action.summary.category) > 0
 	every coding in input.action.summary.category {
-		coding.system == lib.vital_signs.system
-		coding.code == lib.vital_signs.code
+		coding.system == data.chartgate_library.vital_signs.system
+		coding.code == data.chartgate_library.vital_signs.code
 	}
 }
 
@@ -38,7 +36,7 @@ category_tiers contains t if {
 	t := tiers[concat("|", [coding.system, coding.code])]
 }
 
-override_level := lib.levels[tenant.tier_overrides[key]]
+override_level := data.chartgate_library.levels[tenant.tier_overrides[key]]
 
 levels contains l if {
 	not vital_signs_autonomous
@@ -49,7 +47,7 @@ levels contains 0 if vital_signs_autonomous
 
 levels contains l if {
 	some t in category_tiers
-	l := lib.levels[t.tier]
+	l := data.chartgate_library.levels[t.tier]
 }
 
 levels contains l if {
@@ -60,8 +58,13 @@ levels contains l if {
 levels contains 1 if batch_raises
 
 # The usual case costs a few lookups (every rule evaluated costs time on the embedded engine):
-# nothing but the whitelist entry contributes.
+# nothing but the whitelist entry contributes. First the cheapest way to know it: no category
+# tiers, no settings for the tenant at all, live mode.
 entry_alone if {
+	not entry.category_tiers
+	not tenant
+	input.mode == "live"
+} else := true if {
 	not entry.category_tiers
 	not tenant.tier_overrides[key]
 	not vital_signs_autonomous
@@ -77,7 +80,7 @@ final := base_level if entry_alone
 
 else := max(levels) if entry
 
-tier := lib.order[final]
+tier := data.chartgate_library.order[final]
 
 explain := {entry.reason} if entry_alone
 
@@ -91,7 +94,7 @@ contributions contains r if {
 }
 
 contributions contains r if {
-	r := lib.vital_signs.reason
+	r := data.chartgate_library.vital_signs.reason
 	vital_signs_autonomous
 	final == 0
 }
@@ -99,7 +102,7 @@ contributions contains r if {
 contributions contains r if {
 	some t in category_tiers
 	r := t.reason
-	lib.levels[t.tier] == final
+	data.chartgate_library.levels[t.tier] == final
 }
 
 contributions contains r if {
@@ -113,7 +116,7 @@ contributions contains r if {
 }
 
 contributions contains r if {
-	r := lib.batch_mode_reason
+	r := data.chartgate_library.batch_mode_reason
 	batch_raises
 	final == 1
 }
@@ -121,7 +124,7 @@ contributions contains r if {
 invalid_override if {
 	entry
 	t := tenant.tier_overrides[key]
-	not lib.levels[t]
+	not data.chartgate_library.levels[t]
 }
 
 # Whitelisted, not blocked by a tenant, no broken override.

@@ -122,7 +122,9 @@ class RegorusPolicy:
         engine = self._engine(policy_input is not None)
         try:
             if policy_input is not None:
-                engine.set_input_json(json.dumps(policy_input, allow_nan=False))
+                # Converted from Python values by the binding (half the cost of JSON text); a
+                # value it cannot take (a bigint, NaN) raises, and the decision denies.
+                engine.set_input(policy_input)
             value = engine.eval_rule(f"data.{path}")
         except (RuntimeError, ValueError, OverflowError) as exc:
             raise PolicyEvaluationError(error_summary(exc)) from None
