@@ -17,11 +17,14 @@ class FieldViolation:
     """One thing wrong with one request field (mapped to google.rpc.BadRequest.FieldViolation).
 
     `description` says what is expected; it never repeats the value sent (it may be PHI, huge,
-    or crafted to mislead whoever reads the error).
+    or crafted to mislead whoever reads the error). `reason` is a stable code for the kind of
+    problem (e.g. `input.duplicate_key`, `reference.other_patient`; docs/errors.md), carried in
+    FieldViolation.reason so an agent can branch on it.
     """
 
     field: str
     description: str
+    reason: str = "input.invalid"
 
 
 class ChartgateError(Exception):

@@ -9,10 +9,11 @@ import pytest
 
 from chartgate.demo import demo_sidecar_config
 from chartgate.stack import Stack, start_stack
+from sidecar.policy.library import shipped_policy_dir
 from tests.support import seed_patient
 
 REPO = Path(__file__).resolve().parent.parent
-REGO = REPO / "rego"
+REGO = shipped_policy_dir()
 
 
 @pytest.fixture(scope="module")

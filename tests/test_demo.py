@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sidecar.policy.library import shipped_policy_dir
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -19,7 +21,7 @@ def test_the_demo_passes_from_a_relative_workdir(tmp_path: Path) -> None:
             "--workdir",
             "state",
             "--policy-dir",
-            str(REPO / "rego"),
+            str(shipped_policy_dir()),
         ],
         cwd=tmp_path,
         capture_output=True,

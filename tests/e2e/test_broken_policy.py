@@ -11,9 +11,10 @@ from chartgate.demo import demo_sidecar_config
 from chartgate.stack import start_stack
 from chartgate.v1 import gateway_pb2
 from sidecar.client import ChartgateClient
+from sidecar.policy.library import shipped_policy_dir
 from tests.support import fhir_search, seed_patient
 
-REGO = Path(__file__).resolve().parent.parent.parent / "rego"
+REGO = shipped_policy_dir()
 
 VITAL = {
     "resourceType": "Observation",

@@ -14,9 +14,10 @@ import pytest
 from chartgate.stack import Stack, start_stack
 from chartgate.v1 import gateway_pb2
 from sidecar.client import ChartgateClient
+from sidecar.policy.library import shipped_policy_dir
 from tests.support import fhir_search, seed_patient
 
-REGO = Path(__file__).resolve().parent.parent.parent / "rego"
+REGO = shipped_policy_dir()
 AGENT = "scribe-agent"
 TENANT = "st-mary"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"

@@ -12,8 +12,9 @@ import pytest
 
 from sidecar.consent import ConsentDirectory, ConsentFileError
 from sidecar.policy.embedded import EmbeddedEngine
+from sidecar.policy.library import shipped_policy_dir
 
-REGO = Path(__file__).resolve().parent.parent.parent / "rego"
+REGO = shipped_policy_dir()
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 PERMIT: dict[str, Any] = {
@@ -85,10 +86,13 @@ def test_a_searchset_bundle_of_consents_loads(tmp_path: Path) -> None:
     assert [r["id"] for r in consents.for_patient("p-456")] == ["c-fhir-2"]
 
 
+from tests.policy.support import agent as policy_agent  # noqa: E402
+
+
 def policy_input(consents: list[dict[str, Any]], now: str, agent: str = "scribe-agent") -> dict[str, Any]:
     return {
         "time": {"now_ns": ns(now), "rfc3339": now},
-        "agent": {"id": agent, "tenant": "st-mary", "scopes": ["patient/Observation.c"]},
+        "agent": policy_agent(["patient/Observation.c"], agent),
         "action": {
             "tool": "fhir.create",
             "operation": "create",
@@ -118,7 +122,7 @@ def policy_input(consents: list[dict[str, Any]], now: str, agent: str = "scribe-
 
 @pytest.fixture(scope="module")
 def engine() -> EmbeddedEngine:
-    return EmbeddedEngine(REGO, pool_size=1)
+    return EmbeddedEngine(REGO)
 
 
 def codes(engine: EmbeddedEngine, consents: list[dict[str, Any]], now: str, **kw: str) -> list[str]:
