@@ -4,9 +4,12 @@
 #
 #   docker build -t chartgate:0.1.0 .
 #
-# No keys, policy or configuration are baked in: keys come from the workdir volume or a mounted
-# Secret, policy and config from ConfigMaps (docs/deploy.md). Health is checked by Kubernetes
-# probes (grpc.health.v1), so the image has no HEALTHCHECK.
+# The Rego policy library ships inside the package (sidecar/policy/rego, package data) and is the
+# sidecar's default policy: a sidecar configured without `policy_dir` enforces it. Operators may
+# mount their own policy directory and point `policy_dir` at it, and add operator data (kill
+# switches, tenant settings) with `policy_data` (docs/deploy.md). No keys or configuration are
+# baked in: keys come from the workdir volume or a mounted Secret, config from a ConfigMap.
+# Health is checked by Kubernetes probes (grpc.health.v1), so the image has no HEALTHCHECK.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -21,7 +24,8 @@ RUN python -m venv /opt/chartgate
 ENV PATH=/opt/chartgate/bin:$PATH
 
 WORKDIR /src
-# Only what the package is built from (see .dockerignore as well).
+# Only what the package is built from (see .dockerignore as well). sidecar/ carries the policy
+# library (sidecar/policy/rego); tests/test_installed.py holds this list to the package's inputs.
 COPY pyproject.toml README.md ./
 COPY chartgate ./chartgate
 COPY sidecar ./sidecar
@@ -29,6 +33,11 @@ COPY adapters ./adapters
 RUN pip install --no-cache-dir . \
     && python -m compileall -q /opt/chartgate \
     && chartgate --help > /dev/null
+# An image without its default policy would deny every write, so the build fails instead unless
+# the installed library is there and its own tests pass. Run from / so that only the installed
+# package, never the /src copy, can be found.
+WORKDIR /
+RUN chartgate policy test
 
 # --- runtime: the virtualenv on a clean base, as an unprivileged user ----------------------------
 FROM ${PYTHON_IMAGE}

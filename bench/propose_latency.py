@@ -1,15 +1,28 @@
-"""Benchmark: the Propose decision path (held for approval, so no write) against a bare gRPC echo.
+"""Benchmark: Propose through the real processes (FHIR store, adapter, sidecar) against a bare gRPC echo.
 
-Starts a real FHIR store, adapter and sidecar (the sidecar as its own process), plus a bare gRPC
-echo server in its own process, then drives each from this process at a fixed rate and at
-saturation, and prints p50/p99 in milliseconds and the ratio decision/echo.
+Starts a local FHIR store, an adapter and a sidecar as separate processes (chartgate.stack, the
+demo's configuration and the shipped policy library), plus a bare gRPC echo server in its own
+process, and drives them from this process with two kinds of ordinary, distinct proposals (a
+fresh idempotency key, trace id and value on every call):
 
-    .venv/bin/python bench/propose_latency.py [--rate 200] [--seconds 10]
+* held: a vital-sign Observation at confidence 0.8, below the demo tenant's 0.9 threshold for
+  autonomous vital signs, so policy holds it for approval: the decision path, no write;
+* written: a Patient telecom update, autonomous, so the sidecar mints a token and the adapter
+  writes it to the FHIR store: the whole path.
+
+Phases: paced at --rate per second (one client), saturated with one client, saturated with
+--clients clients. Within a phase the held, written and echo runs take turns in short slices, so
+a change in the machine's load hits all three alike; ratios are against the echo of the same
+phase. Targets: Propose p50 <= 2 ms at the paced rate and <= 3x the echo p50 of the same run.
+
+    .venv/bin/python bench/propose_latency.py [--rate 200] [--seconds 10] [--clients 4] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import statistics
 import subprocess
@@ -20,17 +33,20 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chartgate.demo import demo_sidecar_config
-from chartgate.stack import free_port, grpc_serving, start_stack
+from chartgate.demo import OBS_CATEGORY, PATIENT, demo_sidecar_config
+from chartgate.stack import Stack, free_port, grpc_serving, start_stack
 from chartgate.v1 import gateway_pb2, gateway_pb2_grpc
+from sidecar.policy.library import shipped_policy_dir
 from tests.support import seed_patient
 
-REPO = Path(__file__).resolve().parent.parent
+TARGET_P50_MS = 2.0
+TARGET_RATIO = 3.0
 
 ECHO_SERVER = """
 import sys, threading, signal
@@ -52,154 +68,380 @@ signal.signal(signal.SIGTERM, lambda *_: stop.set())
 stop.wait()
 """
 
-LAB_DRAFT = {
-    "resourceType": "Observation",
-    "status": "preliminary",
-    "category": [
-        {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                    "code": "laboratory",
-                }
-            ]
-        }
-    ],
-    "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
-    "subject": {"reference": "Patient/demo-patient-1"},
-    "valueQuantity": {"value": 98, "unit": "mg/dL"},
+# What an agent would send besides the resource (values a strict validator accepts).
+COMMON: dict[str, Any] = {
+    "patient_id": PATIENT,  # demo-patient-1: seeded below, and the demo consent covers it
+    "purpose_of_use": "TREAT",
+    "on_behalf_of": "Practitioner/dr-lee",
+    "model_version": "scribe-2026-10",
+    "prompt_version": "p-41",
+    "mode": gateway_pb2.MODE_LIVE,
+    "evidence_refs": ["DocumentReference/abc"],
+}
+
+_serial = itertools.count(1)  # next() on a count is atomic under the GIL: safe across clients
+
+
+def vital_sign_request(confidence: float = 0.8) -> gateway_pb2.ProposeRequest:
+    """A heart rate: at confidence 0.8 tier approval (held); at 0.97, at or over the demo tenant's
+    `autonomous_vital_signs_min_confidence` of 0.9, tier autonomous (written)."""
+    serial = next(_serial)
+    resource = {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [{"coding": [{"system": OBS_CATEGORY, "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": f"Patient/{PATIENT}"},
+        "effectiveDateTime": "2026-11-22T09:30:00+00:00",
+        "valueQuantity": {
+            "value": 50 + serial % 100,
+            "unit": "/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "/min",
+        },
+    }
+    return gateway_pb2.ProposeRequest(
+        idempotency_key=f"bench-hr-{uuid.uuid4().hex}",
+        tool="fhir.create",
+        resource_type="Observation",
+        resource_json=json.dumps(resource),
+        confidence=confidence,
+        trace_id=uuid.uuid4().hex,
+        **COMMON,
+    )
+
+
+def telecom_request() -> gateway_pb2.ProposeRequest:
+    """An administrative Patient update: tier autonomous, written through the adapter."""
+    serial = next(_serial)
+    resource = {
+        "resourceType": "Patient",
+        "id": PATIENT,
+        "telecom": [{"system": "phone", "value": f"+1-555-{serial % 10000:04d}", "use": "mobile"}],
+    }
+    return gateway_pb2.ProposeRequest(
+        idempotency_key=f"bench-telecom-{uuid.uuid4().hex}",
+        tool="fhir.update",
+        resource_type="Patient",
+        resource_json=json.dumps(resource),
+        confidence=0.99,
+        trace_id=uuid.uuid4().hex,
+        **COMMON,
+    )
+
+
+def autonomous_vital_sign_request() -> gateway_pb2.ProposeRequest:
+    return vital_sign_request(confidence=0.97)
+
+
+# The written kind: what `--written` picks.
+WRITTEN = {
+    "telecom": (
+        "Patient telecom update: autonomous, written to the FHIR store through the adapter",
+        telecom_request,
+    ),
+    "vital-sign": (
+        "vital-sign Observation, confidence 0.97: autonomous, created in the FHIR store "
+        "through the adapter",
+        autonomous_vital_sign_request,
+    ),
 }
 
 
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+@dataclasses.dataclass
+class Kind:
+    """One kind of call: how to build it on a channel, and what a correct answer is."""
+
+    name: str
+    what: str
+    make: Callable[[grpc.Channel], Callable[[], str | None]]  # a call returns an error or None
 
 
-def run_fixed_rate(call: Callable[[], None], rate: float, seconds: float) -> list[float]:
-    """Open-loop-ish: one caller paced to `rate` requests per second; latency per call in ms."""
+def propose_kind(
+    name: str, what: str, build: Callable[[], gateway_pb2.ProposeRequest], expect: int
+) -> Kind:
+    def make(channel: grpc.Channel) -> Callable[[], str | None]:
+        stub = gateway_pb2_grpc.ToolGatewayStub(channel)
+
+        def call() -> str | None:
+            request = build()  # built inside the timed call: an agent builds one per call too
+            proposal = stub.Propose(request, timeout=10)
+            if proposal.state != expect:
+                state = gateway_pb2.ProposalState.Name(proposal.state)
+                return f"{state}: {[r.code for r in proposal.reasons]}"
+            return None
+
+        return call
+
+    return Kind(name, what, make)
+
+
+def echo_kind(payload: bytes) -> Kind:
+    def make(channel: grpc.Channel) -> Callable[[], str | None]:
+        echo = channel.unary_unary(
+            "/bench.Echo/Echo", request_serializer=bytes, response_deserializer=bytes
+        )
+
+        def call() -> str | None:
+            echo(payload, timeout=10)
+            return None
+
+        return call
+
+    return Kind("echo", f"bare gRPC echo of {len(payload)} B", make)
+
+
+@dataclasses.dataclass
+class Result:
+    latencies_ms: list[float] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    errors: int = 0
+    first_error: str = ""
+
+    def add(self, latencies: list[float], seconds: float, errors: list[str]) -> None:
+        self.latencies_ms += latencies
+        self.seconds += seconds
+        self.errors += len(errors)
+        if errors and not self.first_error:
+            self.first_error = errors[0]
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies_ms)
+        return {
+            "calls": len(ordered),
+            "p50_ms": round(statistics.median(ordered), 3),
+            "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 3),
+            "per_s": round(len(ordered) / self.seconds, 1),
+            "errors": self.errors,
+            "first_error": self.first_error,
+        }
+
+
+def run_paced(
+    call: Callable[[], str | None], rate: float, seconds: float
+) -> tuple[list[float], float, list[str]]:
+    """One client paced to `rate` calls/s; a call that runs late delays the next (closed loop),
+    so the achieved rate is reported beside the latencies."""
     latencies: list[float] = []
+    errors: list[str] = []
     interval = 1.0 / rate
-    next_at = time.perf_counter()
-    end = next_at + seconds
+    started = next_at = time.perf_counter()
+    end = started + seconds
     while next_at < end:
         now = time.perf_counter()
         if now < next_at:
             time.sleep(next_at - now)
         start = time.perf_counter()
-        call()
+        error = call()
         latencies.append((time.perf_counter() - start) * 1000)
+        if error:
+            errors.append(error)
         next_at += interval
-    return latencies
+    return latencies, time.perf_counter() - started, errors
 
 
 def run_saturated(
-    call: Callable[[], None], clients: int, seconds: float
-) -> tuple[list[float], float]:
-    """`clients` threads calling back to back; returns latencies (ms) and throughput (req/s)."""
+    calls: list[Callable[[], str | None]], seconds: float
+) -> tuple[list[float], float, list[str]]:
+    """One thread per call (each on its own channel), back to back for `seconds`."""
     latencies: list[float] = []
+    errors: list[str] = []
     lock = threading.Lock()
     end = time.perf_counter() + seconds
 
-    def worker() -> None:
+    def worker(call: Callable[[], str | None]) -> None:
         local: list[float] = []
+        failed: list[str] = []
         while time.perf_counter() < end:
             start = time.perf_counter()
-            call()
+            error = call()
             local.append((time.perf_counter() - start) * 1000)
+            if error:
+                failed.append(error)
         with lock:
             latencies.extend(local)
+            errors.extend(failed)
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    threads = [threading.Thread(target=worker, args=(call,)) for call in calls]
     started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return latencies, len(latencies) / (time.perf_counter() - started)
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, time.perf_counter() - started, errors
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+def start_echo() -> tuple[subprocess.Popen[bytes], str]:
+    target = f"127.0.0.1:{free_port()}"
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, target])
+    deadline = time.monotonic() + 30
+    while not grpc_serving(target):
+        if echo.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the echo server did not start")
+        time.sleep(0.05)
+    return echo, target
+
+
+def measure(stack: Stack, echo_target: str, args: argparse.Namespace) -> dict[str, Any]:
+    echo_payload = vital_sign_request().SerializeToString()  # as big as a held Propose request
+    kinds = [
+        propose_kind(
+            "held",
+            "vital-sign Observation, confidence 0.8: held for approval (decision path, no write)",
+            vital_sign_request,
+            gateway_pb2.PROPOSAL_STATE_PENDING_APPROVAL,
+        ),
+        propose_kind("written", *WRITTEN[args.written], gateway_pb2.PROPOSAL_STATE_ACCEPTED),
+        echo_kind(echo_payload),
+    ]
+    clients = max(1, args.clients)
+    sidecar_channels = [grpc.insecure_channel(stack.sidecar_target) for _ in range(clients)]
+    echo_channels = [grpc.insecure_channel(echo_target) for _ in range(clients)]
+    try:
+        calls = {
+            kind.name: [
+                kind.make(channel)
+                for channel in (echo_channels if kind.name == "echo" else sidecar_channels)
+            ]
+            for kind in kinds
+        }
+        for kind in kinds:  # warm up connections, imports, caches and every channel
+            for call in calls[kind.name]:
+                for _ in range(args.warmup // clients + 1):
+                    if error := call():
+                        raise SystemExit(
+                            f"{kind.name} ({kind.what}): unexpected answer in warm-up: {error}"
+                        )
+
+        phases = {
+            f"paced {args.rate:g}/s": lambda name, s: run_paced(calls[name][0], args.rate, s),
+            "saturated x1": lambda name, s: run_saturated(calls[name][:1], s),
+            f"saturated x{clients}": lambda name, s: run_saturated(calls[name], s),
+        }
+        slices = max(1, round(args.seconds / args.slice))
+        table: dict[str, dict[str, dict[str, Any]]] = {}
+        for phase, runner in phases.items():
+            results = {kind.name: Result() for kind in kinds}
+            for _ in range(slices):
+                for kind in kinds:
+                    results[kind.name].add(*runner(kind.name, args.seconds / slices))
+            table[phase] = {name: result.summary() for name, result in results.items()}
+    finally:
+        for channel in (*sidecar_channels, *echo_channels):
+            channel.close()
+
+    checks: list[dict[str, Any]] = []
+    paced = table[f"paced {args.rate:g}/s"]
+    for name in ("held", "written"):
+        p50, echo_p50 = paced[name]["p50_ms"], paced["echo"]["p50_ms"]
+        checks.append(
+            {
+                "what": f"{name} p50 at {args.rate:g}/s <= {TARGET_P50_MS:g} ms",
+                "value": p50,
+                "ok": p50 <= TARGET_P50_MS,
+            }
+        )
+        checks.append(
+            {
+                "what": f"{name} p50 at {args.rate:g}/s <= {TARGET_RATIO:g}x echo p50",
+                "value": round(p50 / echo_p50, 2),
+                "ok": p50 <= TARGET_RATIO * echo_p50,
+            }
+        )
+        achieved = paced[name]["per_s"]
+        if achieved < 0.95 * args.rate:
+            checks.append(
+                {
+                    "what": f"{name} kept the paced rate of {args.rate:g}/s (one client)",
+                    "value": achieved,
+                    "ok": False,
+                }
+            )
+    return {
+        "kinds": {kind.name: kind.what for kind in kinds},
+        "seconds_per_phase_and_kind": args.seconds,
+        "slices": slices,
+        "phases": table,
+        "checks": checks,
+        "all_ok": all(c["ok"] for c in checks)
+        and not any(row["errors"] for phase in table.values() for row in phase.values()),
+    }
+
+
+def print_table(out: dict[str, Any]) -> None:
+    print("Propose through sidecar + adapter + FHIR store processes vs a bare gRPC echo")
+    for name, what in out["kinds"].items():
+        print(f"  {name:<8} {what}")
+    print(
+        f"  {out['seconds_per_phase_and_kind']:g} s per phase and kind, in {out['slices']} "
+        "interleaved slices; fresh idempotency key and trace id on every call\n"
     )
-    parser.add_argument("--rate", type=float, default=200.0, help="fixed request rate (req/s)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each phase")
-    parser.add_argument("--clients", type=int, default=8, help="threads at saturation")
+    print(
+        f"{'phase':<16}{'kind':<9}{'calls':>7}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>8}"
+        f"{'p50/echo':>10}{'p99/echo':>10}{'errors':>8}"
+    )
+    for phase, rows in out["phases"].items():
+        echo = rows["echo"]
+        for name, row in rows.items():
+            ratios = (
+                f"{row['p50_ms'] / echo['p50_ms']:>9.2f}x{row['p99_ms'] / echo['p99_ms']:>9.2f}x"
+                if name != "echo"
+                else f"{'':>10}{'':>10}"
+            )
+            print(
+                f"{phase:<16}{name:<9}{row['calls']:>7}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}"
+                f"{row['per_s']:>8.0f}{ratios}{row['errors']:>8}"
+            )
+    for phase, rows in out["phases"].items():
+        for name, row in rows.items():
+            if row["errors"]:
+                print(
+                    f"ERROR {phase} {name}: {row['errors']} unexpected answers, e.g. {row['first_error']}"
+                )
+    print()
+    for check in out["checks"]:
+        print(f"{'PASS' if check['ok'] else 'FAIL'}  {check['what']}: {check['value']}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rate", type=float, default=200.0, help="paced request rate (req/s)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per phase and kind")
+    parser.add_argument("--slice", type=float, default=2.0, help="seconds per interleaved slice")
+    parser.add_argument("--clients", type=int, default=4, help="clients in the concurrent phase")
+    parser.add_argument("--warmup", type=int, default=200, help="warm-up calls per kind")
+    parser.add_argument(
+        "--written",
+        choices=sorted(WRITTEN),
+        default="telecom",
+        help="the autonomous write: a Patient telecom update, or a vital sign at confidence 0.97",
+    )
+    parser.add_argument("--policy-dir", type=Path, default=shipped_policy_dir())
+    parser.add_argument("--json", action="store_true", help="print machine-readable results")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="chartgate-bench-"))
-    stack = start_stack(workdir, demo_sidecar_config(workdir, REPO / "rego"))
-    seed_patient(stack.fhir_base, "demo-patient-1")
-    echo_target = f"127.0.0.1:{free_port()}"
-    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, echo_target])
+    stack = start_stack(workdir, demo_sidecar_config(workdir, args.policy_dir))
+    echo: subprocess.Popen[bytes] | None = None
     try:
-        while not grpc_serving(echo_target):
-            time.sleep(0.05)
-        sidecar_channel = grpc.insecure_channel(stack.sidecar_target)
-        gateway = gateway_pb2_grpc.ToolGatewayStub(sidecar_channel)
-        body = json.dumps(LAB_DRAFT)
-        echo_channel = grpc.insecure_channel(echo_target)
-        echo_call = echo_channel.unary_unary(
-            "/bench.Echo/Echo", request_serializer=bytes, response_deserializer=bytes
-        )
-        echo_payload = b"x" * len(body)
-
-        def propose() -> None:
-            proposal = gateway.Propose(
-                gateway_pb2.ProposeRequest(
-                    idempotency_key=uuid.uuid4().hex,
-                    tool="fhir.create",
-                    resource_type="Observation",
-                    resource_json=body,
-                    patient_id="demo-patient-1",
-                    purpose_of_use="TREAT",
-                    confidence=0.8,
-                    mode=gateway_pb2.MODE_LIVE,
-                ),
-                timeout=10,
-            )
-            if proposal.state != gateway_pb2.PROPOSAL_STATE_PENDING_APPROVAL:
-                raise SystemExit(f"unexpected state {proposal.state}: {proposal.reasons}")
-
-        def bare_echo() -> None:
-            echo_call(echo_payload, timeout=10)
-
-        for call in (propose, bare_echo):  # warm up connections, imports and caches
-            for _ in range(200):
-                call()
-
-        print(
-            f"Propose decision path (held for approval, audit fsynced) vs bare gRPC echo; "
-            f"{args.seconds:.0f} s per phase, payload {len(body)} B"
-        )
-        print(f"{'phase':<28}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}")
-        results: dict[str, tuple[float, float]] = {}
-        for label, call in (("propose", propose), ("echo", bare_echo)):
-            fixed = run_fixed_rate(call, args.rate, args.seconds)
-            p50, p99 = statistics.median(fixed), percentile(fixed, 0.99)
-            results[f"{label}@rate"] = (p50, p99)
-            print(
-                f"{label + f' @ {args.rate:.0f}/s':<28}{p50:>9.3f}{p99:>9.3f}"
-                f"{len(fixed) / args.seconds:>9.0f}"
-            )
-            saturated, throughput = run_saturated(call, args.clients, args.seconds)
-            p50, p99 = statistics.median(saturated), percentile(saturated, 0.99)
-            results[f"{label}@sat"] = (p50, p99)
-            print(
-                f"{label + f' saturated x{args.clients}':<28}{p50:>9.3f}{p99:>9.3f}"
-                f"{throughput:>9.0f}"
-            )
-        for phase in ("rate", "sat"):
-            p, e = results[f"propose@{phase}"], results[f"echo@{phase}"]
-            print(f"ratio propose/echo @{phase}: p50 {p[0] / e[0]:.2f}x, p99 {p[1] / e[1]:.2f}x")
-        sidecar_channel.close()
-        echo_channel.close()
+        seed_patient(stack.fhir_base, PATIENT)
+        echo, echo_target = start_echo()
+        out = measure(stack, echo_target, args)
     finally:
-        echo.terminate()
-        echo.wait()
+        if echo is not None:
+            echo.terminate()
+            echo.wait()
         stack.stop()
+    out["workdir"] = str(workdir)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print_table(out)
+        print(f"\nstate and process logs in {workdir}")
+    return 0 if out["all_ok"] else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Where each accepted resource type names its patient (FHIR R4 Patient compartment, the links used)."""
+"""Where each accepted resource type names its patient (FHIR R4 Patient compartment)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,24 @@ PATIENT_ELEMENT: Final[Mapping[str, str | None]] = {
     "Procedure": "subject",
     "Immunization": "patient",
     "ServiceRequest": "subject",
+}
+
+# Every element through which a resource of an accepted type joins a patient's compartment, per
+# the R4 (4.0.1) definition (https://hl7.org/fhir/R4/compartmentdefinition-patient.html; the
+# search parameters it names, as the elements they index): a write whose element here references
+# patient B is in B's compartment, whoever `PATIENT_ELEMENT` names. The sidecar refuses a reference
+# to any other patient anywhere in a write (sidecar/validation/references.py); this table says
+# where the compartment makes that a question of whose record it is, and the tests walk it.
+PATIENT_COMPARTMENT: Final[Mapping[str, tuple[str, ...]]] = {
+    "Patient": ("link.other",),
+    "Observation": ("subject", "performer"),
+    "Condition": ("subject", "asserter"),
+    "DocumentReference": ("subject", "author"),
+    "MedicationRequest": ("subject",),
+    "AllergyIntolerance": ("patient", "recorder", "asserter"),
+    "Procedure": ("subject", "performer.actor"),
+    "Immunization": ("patient",),
+    "ServiceRequest": ("subject", "performer"),
 }
 
 

@@ -55,12 +55,20 @@ class ConsentRecord(BaseModel):
         }
 
 
+# Policy input numbers stay within what every engine represents exactly (signed 64-bit integers;
+# sidecar/policy/representable.py). A bound past 2262-04-11T23:47:16Z, the last instant int64
+# nanoseconds reach (a consent "until 9999"), is clamped to it: still in the far future for
+# every decision, where the exact value (2.5e20 ns) would be refused by one engine and not another.
+NS_MAX = 2**63 - 1
+
+
 def _ns(moment: datetime | None) -> int:
     if moment is None:
         return 0
     if moment.tzinfo is None:
         raise ValueError("consent period bounds need a timezone offset")
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+    ns = int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+    return max(1, min(ns, NS_MAX))
 
 
 def parse_consents(raw: Any) -> list[ConsentRecord]:

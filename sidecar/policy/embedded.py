@@ -18,6 +18,7 @@ from sidecar.policy.engine import (
 )
 from sidecar.policy.engines import backend as named_backend
 from sidecar.policy.loader import PolicySet, load_policy
+from sidecar.policy.representable import unrepresentable
 
 log = logging.getLogger("chartgate.policy")
 
@@ -58,8 +59,16 @@ class EmbeddedEngine:
 
     def evaluate(self, policy_input: Mapping[str, Any]) -> Decision:
         revision, engine = self._policy.revision, self._backend.name
+        problem = unrepresentable(policy_input)
+        if problem is not None:
+            return deny(
+                "policy.input_unrepresentable",
+                f"the policy input holds {problem}; denying",
+                revision=revision,
+                engine=engine,
+            )
         try:
-            document = self._compiled.query(DECISION_PATH, policy_input)
+            document = self._compiled.query(DECISION_PATH, policy_input, checked=True)
         except PolicyUndefined:
             return deny(
                 "policy.undefined",

@@ -71,7 +71,11 @@ class CompiledPolicy(Protocol):
     PolicyEvaluationError when the engine reports an error.
     """
 
-    def query(self, path: str, policy_input: Mapping[str, Any] | None) -> Any: ...
+    def query(
+        self, path: str, policy_input: Mapping[str, Any] | None, *, checked: bool = False
+    ) -> Any:
+        """`checked`: the caller has found `representable.unrepresentable(policy_input)` None."""
+        ...
 
 
 class PolicyBackend(Protocol):
@@ -106,8 +110,8 @@ def decision_from_document(document: Any, *, revision: str, engine: str) -> Deci
     """
     if not isinstance(document, Mapping):
         return deny(
-            "policy.undefined",
-            "policy returned no decision document; denying",
+            "policy.malformed_decision",
+            "policy returned a decision that is not an object; denying",
             revision=revision,
             engine=engine,
         )

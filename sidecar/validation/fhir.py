@@ -11,21 +11,46 @@ FHIR store we write to speaks R4 (fhirVersion 4.0.1); the R4B models are used fo
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from chartgate.canonical import CanonicalizationError, CanonicalPayload
+from chartgate.canonical import CanonicalizationError, CanonicalPayload, canonicalize, sha256_hex
 from chartgate.compartment import PATIENT_ELEMENT
 from sidecar.errors import FieldViolation, InvalidProposal
+from sidecar.validation.references import patient_reference_violations
+from sidecar.validation.request import validate_request_fields as validate_request_fields
+from sidecar.validation.strict_json import (
+    RESOURCE_LIMITS,
+    DuplicateKeyError,
+    JsonLimitError,
+    check_characters,
+    check_limits,
+    check_size,
+    is_plain_name,
+    loads_strict,
+)
 
 TOOLS: Final[Mapping[str, str]] = {"fhir.create": "create", "fhir.update": "update"}
 
-# Elements that describe the resource rather than set clinical data; not "fields touched".
-_NON_FIELDS: Final = frozenset({"resourceType", "id", "meta", "text"})
+ROOT: Final = "resource_json"
+
+# Elements that identify the resource rather than set anything in it; never "fields set".
+_NOT_FIELDS: Final = frozenset({"resourceType", "id"})
+
+# Bounds on what one refusal reports: a hostile resource can break thousands of rules, and the
+# agent needs the first few to fix it, not a response as large as its request.
+MAX_MODEL_VIOLATIONS: Final = 20
+MAX_DESCRIPTION: Final = 200
+MAX_FIELD_PATH: Final = 200
+
+# pydantic's own messages are templates that never embed the input; fhir.resources adds custom
+# error types, one of which ("wrong resource type") does embed the resourceType it was given.
+_ECHOING_ERROR_TYPES: Final = frozenset({"fhir-validation-wrong-resource-type"})
+_MALFORMED: Final = "the proposal is malformed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,84 +82,174 @@ def preload_models() -> None:
 def validate_write(
     *, tool: str, resource_type: str, resource_json: str, patient_id: str
 ) -> ValidatedWrite:
-    """Validate one proposed write; raise InvalidProposal listing every violation found."""
+    """Validate one proposed write; raise InvalidProposal listing every violation found.
+
+    The resource text is hostile until shown otherwise: its size is checked before it is parsed,
+    it is parsed strictly (no duplicate names, no NaN), and its depth, lengths and counts are
+    bounded before anything else reads it, fhir.resources' recursive validation included."""
     violations: list[FieldViolation] = []
     operation = TOOLS.get(tool)
     if operation is None:
         violations.append(
-            FieldViolation("tool", f"unknown tool {tool!r}; use one of {sorted(TOOLS)}")
+            FieldViolation("tool", f"unknown tool; use one of {sorted(TOOLS)}", "input.unsupported")
         )
     if resource_type not in PATIENT_ELEMENT:
         violations.append(
             FieldViolation(
                 "resource_type",
-                f"resource type {resource_type!r} is not accepted; use one of "
-                f"{sorted(PATIENT_ELEMENT)}",
+                f"this resource type is not accepted; use one of {sorted(PATIENT_ELEMENT)}",
+                "input.unsupported",
             )
         )
     if not patient_id:
-        violations.append(FieldViolation("patient_id", "patient_id is required"))
-    try:
-        payload = CanonicalPayload.from_json_text(resource_json)
-    except json.JSONDecodeError as exc:
-        # The position, never the content: the text may hold PHI.
-        violations.append(
-            FieldViolation(
-                "resource_json",
-                f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            )
-        )
-        raise InvalidProposal("the proposal is malformed", tuple(violations)) from None
-    except CanonicalizationError as exc:
-        violations.append(FieldViolation("resource_json", f"not representable as I-JSON: {exc}"))
-        raise InvalidProposal("the proposal is malformed", tuple(violations)) from None
-    resource = payload.value
+        violations.append(FieldViolation("patient_id", "patient_id is required", "input.required"))
+    resource = _parse(resource_json, violations)
     if not isinstance(resource, dict):
-        violations.append(FieldViolation("resource_json", "must be a JSON object (a resource)"))
-        raise InvalidProposal("the proposal is malformed", tuple(violations))
-    declared = resource.get("resourceType")
-    if declared != resource_type:
+        if resource is not None:
+            violations.append(
+                FieldViolation(ROOT, "must be a JSON object (a resource)", "input.not_a_resource")
+            )
+        raise InvalidProposal(_MALFORMED, tuple(violations))
+    if resource.get("resourceType") != resource_type:
         violations.append(
             FieldViolation(
-                "resource_json.resourceType",
-                f"resourceType {declared!r} does not match resource_type {resource_type!r}",
+                f"{ROOT}.resourceType",
+                "must be present and equal resource_type",
+                "input.type_mismatch",
             )
         )
     if violations:
-        raise InvalidProposal("the proposal is malformed", tuple(violations))
+        raise InvalidProposal(_MALFORMED, tuple(violations))
     assert operation is not None
+    canonical = _canonical(resource)
     violations.extend(_model_violations(resource_type, resource, partial=operation == "update"))
     resource_id = resource.get("id")
     if operation == "create" and resource_id is not None:
         violations.append(
             FieldViolation(
-                "resource_json.id", "a create must not carry an id; the server assigns it"
+                f"{ROOT}.id",
+                "a create must not carry an id; the server assigns it",
+                "input.fhir_invalid",
             )
         )
     if operation == "update" and not (isinstance(resource_id, str) and resource_id):
         violations.append(
             FieldViolation(
-                "resource_json.id", "an update must carry the id of the resource to change"
+                f"{ROOT}.id",
+                "an update must carry the id of the resource to change",
+                "input.required",
             )
         )
-    violations.extend(_patient_violations(resource_type, resource, patient_id, operation))
+    references = patient_reference_violations(resource, patient_id, root=ROOT)
+    flagged = {v.field for v in references}
+    violations.extend(
+        v
+        for v in _patient_violations(resource_type, resource, patient_id, operation)
+        if v.field not in flagged
+    )
+    violations.extend(references)
     if violations:
-        raise InvalidProposal("the proposal is malformed", tuple(violations))
-    fields = tuple(sorted(k for k in resource if k not in _NON_FIELDS))
+        raise InvalidProposal(_MALFORMED, tuple(violations))
+    fields = fields_set(resource)
     if not fields:
         raise InvalidProposal(
-            "the proposal is malformed",
-            (FieldViolation("resource_json", "the resource sets no elements"),),
+            _MALFORMED,
+            (FieldViolation(ROOT, "the resource sets no elements", "input.not_a_resource"),),
         )
     return ValidatedWrite(
         tool=tool,
         operation=operation,
         resource_type=resource_type,
         resource_id=resource_id if operation == "update" else None,
-        payload=payload,
+        payload=canonical,
         fields=fields,
         summary=summarize(resource),
     )
+
+
+def _parse(text: str, violations: list[FieldViolation]) -> Any:
+    """The resource text parsed strictly and within RESOURCE_LIMITS, or None with a violation
+    added. Nothing here repeats the text: it may hold PHI."""
+    try:
+        check_size(text, RESOURCE_LIMITS, ROOT)
+        value = loads_strict(text)
+        check_limits(value, RESOURCE_LIMITS, ROOT)
+        check_characters(text, value, ROOT)
+    except JsonLimitError as exc:
+        violations.append(FieldViolation(_bounded_path(exc.path), exc.description, exc.reason))
+        return None
+    except DuplicateKeyError as exc:
+        violations.append(
+            FieldViolation(
+                ROOT,
+                f"an object names {exc} more than once; each member may appear once "
+                "(RFC 8259 §4, I-JSON RFC 7493 §2.3)",
+                "input.duplicate_key",
+            )
+        )
+        return None
+    except json.JSONDecodeError as exc:
+        # The position, never the content. exc.msg is one of the decoder's fixed messages.
+        violations.append(
+            FieldViolation(
+                ROOT,
+                f"not valid JSON: {exc.msg[:80]} at line {exc.lineno} column {exc.colno}",
+                "input.not_json",
+            )
+        )
+        return None
+    except UnicodeError:
+        violations.append(FieldViolation(ROOT, "not valid UTF-8 text", "input.not_json"))
+        return None
+    except ValueError:
+        # The one other ValueError the decoder raises: an integer literal longer than Python
+        # converts (sys.get_int_max_str_digits), far beyond any JSON number.
+        violations.append(
+            FieldViolation(
+                ROOT,
+                "a number with too many digits for a JSON number (I-JSON, RFC 7493 §2.2)",
+                "input.out_of_range",
+            )
+        )
+        return None
+    return value
+
+
+def _canonical(resource: dict[str, Any]) -> CanonicalPayload:
+    """RFC 8785 bytes and digest of the parsed resource, taken once for the whole proposal."""
+    try:
+        canonical = canonicalize(resource)
+    except CanonicalizationError:
+        # check_limits and check_characters leave nothing RFC 8785 refuses; should something
+        # get through, the refusal says what is expected, not what the library saw.
+        raise InvalidProposal(
+            _MALFORMED,
+            (
+                FieldViolation(
+                    ROOT,
+                    "not representable as I-JSON (RFC 7493): finite numbers within ±(2^53 - 1) "
+                    "and Unicode text only",
+                    "input.out_of_range",
+                ),
+            ),
+        ) from None
+    return CanonicalPayload(value=resource, canonical=canonical, sha256=sha256_hex(canonical))
+
+
+def fields_set(resource: Mapping[str, Any]) -> tuple[str, ...]:
+    """What policy sees as the fields a write sets (`action.fields`), sorted: every top-level
+    element but `resourceType` and `id`, with `meta` as `meta.<element>` for each element inside
+    it (security labels, tags and profiles are policy questions of their own) and as `meta`
+    when empty. `text` (narrative) is a field like any other."""
+    fields: list[str] = []
+    for key, value in resource.items():
+        if key in _NOT_FIELDS:
+            continue
+        if key == "meta" and isinstance(value, dict) and value:
+            fields.extend(f"meta.{element}" for element in value)
+        else:
+            fields.append(key)
+    return tuple(sorted(fields))
 
 
 def _model_violations(
@@ -143,74 +258,226 @@ def _model_violations(
     """Validate against the R4B model. An update names only the elements it sets, so a required
     element it leaves out (kept as the chart has it) is not a violation there."""
     model = get_fhir_model_class(resource_type)
+    contained = _contained_type_violations(resource)
+    if contained:
+        return contained
     try:
         model.model_validate(resource)
     except ValidationError as exc:
         found = []
-        for error in exc.errors():
-            if partial and error["type"] == "missing":
+        for error in exc.errors(include_url=False):
+            if partial and error["type"] in ("missing", "model_field_validation.missing"):
                 continue
-            path = ".".join(str(part) for part in error["loc"])
-            # error["msg"] describes the rule broken; error["input"] (the value) is left out: PHI.
-            found.append(FieldViolation(f"resource_json.{path}", error["msg"]))
+            if len(found) == MAX_MODEL_VIOLATIONS:
+                found.append(
+                    FieldViolation(
+                        ROOT,
+                        f"more than {MAX_MODEL_VIOLATIONS} problems; fix these and send again",
+                        "input.too_many",
+                    )
+                )
+                break
+            found.append(
+                FieldViolation(
+                    _bounded_path(_error_path(error["loc"])),
+                    _error_description(error),
+                    "input.fhir_invalid",
+                )
+            )
         return found
+    except Exception:  # noqa: BLE001 - see below
+        # fhir.resources raises plain KeyError/TypeError on some hostile shapes (an unknown
+        # resourceType nested in a contained resource). Any failure to validate is a refusal;
+        # the exception text, which can hold the input, is not passed on.
+        return [
+            FieldViolation(
+                ROOT,
+                f"not a valid FHIR R4 {resource_type} (the validator could not read it)",
+                "input.fhir_invalid",
+            )
+        ]
     return []
+
+
+def _contained_type_violations(resource: Mapping[str, Any]) -> list[FieldViolation]:
+    """Each contained resource must name a FHIR resource type (fhir.resources fails with a bare
+    KeyError otherwise, not a validation error naming the place)."""
+    contained = resource.get("contained")
+    if not isinstance(contained, list):
+        return []
+    found = []
+    for index, item in enumerate(contained):
+        name = item.get("resourceType") if isinstance(item, dict) else None
+        if not (isinstance(name, str) and _is_resource_type(name)):
+            found.append(
+                FieldViolation(
+                    f"{ROOT}.contained[{index}].resourceType",
+                    "must name a FHIR R4 resource type",
+                    "input.fhir_invalid",
+                )
+            )
+    return found[:MAX_MODEL_VIOLATIONS]
+
+
+def _is_resource_type(name: str) -> bool:
+    if not (is_plain_name(name) and name[:1].isupper()):
+        return False
+    try:
+        get_fhir_model_class(name)
+    except (KeyError, ValueError, ImportError, AttributeError):
+        return False
+    return True
+
+
+def _error_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as a field path; member names that are not plain element names
+    (agent text, e.g. an unknown member) are not repeated."""
+    path = ROOT
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif is_plain_name(part):
+            path += f".{part}"
+        else:
+            path += ".*"
+    return path
+
+
+def _bounded_path(path: str) -> str:
+    return path if len(path) <= MAX_FIELD_PATH else path[: MAX_FIELD_PATH - 1] + "…"
+
+
+def _error_description(error: Any) -> str:
+    """error["msg"], bounded, unless it may repeat the input (error["input"] is never used).
+
+    pydantic's messages are fixed templates ("Input should be a valid string", "String should
+    match pattern ..."); fhir.resources' own ("DateTime value string does not match spec regex.",
+    the list of choice-type names) describe the rule. One type embeds what was sent, and a later
+    library version could add more: a message that contains any string of the input is dropped."""
+    kind = str(error.get("type", ""))
+    msg = str(error.get("msg", ""))
+    if kind in _ECHOING_ERROR_TYPES or _echoes(msg, error.get("input")):
+        return (
+            f"invalid value ({kind[:60]})"
+            if is_plain_name(kind.replace("-", "_").replace(".", "_"))
+            else "invalid value"
+        )
+    return msg if len(msg) <= MAX_DESCRIPTION else msg[: MAX_DESCRIPTION - 1] + "…"
+
+
+def _echoes(msg: str, value: Any) -> bool:
+    """Whether `msg` contains a string (of 4 or more characters) taken from `value`."""
+    for text in _strings(value, limit=100):
+        if len(text) >= 4 and text in msg:
+            return True
+    return False
+
+
+def _strings(value: Any, *, limit: int) -> Iterator[str]:
+    stack = [value]
+    seen = 0
+    while stack and seen < limit:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif item is not None and not isinstance(item, bool | int | float):
+            yield str(item)[:1000]
 
 
 def _patient_violations(
     resource_type: str, resource: Mapping[str, Any], patient_id: str, operation: str
 ) -> list[FieldViolation]:
-    """The resource must be about the patient the proposal names, and no other."""
+    """The element that binds the resource to its patient (the compartment's `subject` or
+    `patient`, or a Patient's own id) must be the proposal's patient. Descriptions say what is
+    expected with a placeholder; neither patient_id nor what the resource holds is repeated."""
     element = PATIENT_ELEMENT[resource_type]
     if element is None:
         if operation == "create":
-            return [FieldViolation("resource_type", "Chartgate does not create Patient resources")]
+            return [
+                FieldViolation(
+                    "resource_type",
+                    "Chartgate does not create Patient resources",
+                    "input.unsupported",
+                )
+            ]
         if resource.get("id") != patient_id:
-            return [FieldViolation("resource_json.id", "Patient id differs from patient_id")]
+            return [
+                FieldViolation(
+                    f"{ROOT}.id",
+                    "a Patient update must carry id equal to patient_id",
+                    "reference.other_patient",
+                )
+            ]
         return []
     reference = resource.get(element)
-    expected = f"Patient/{patient_id}"
     if reference is None:
         if operation == "create":
-            return [FieldViolation(f"resource_json.{element}", f"must reference {expected}")]
+            return [
+                FieldViolation(
+                    f"{ROOT}.{element}",
+                    "required: must reference Patient/<patient_id>, the proposal's patient",
+                    "input.required",
+                )
+            ]
         # An update that leaves the patient element out keeps the chart's; the adapter checks it.
         return []
     ref_text = reference.get("reference") if isinstance(reference, dict) else None
-    if ref_text != expected:
+    if ref_text != f"Patient/{patient_id}":
         return [
             FieldViolation(
-                f"resource_json.{element}.reference",
-                f"the resource is for another patient than patient_id; expected {expected}",
+                f"{ROOT}.{element}.reference",
+                "must be exactly Patient/<patient_id>, the proposal's patient",
+                "reference.unverifiable",
             )
         ]
     return []
 
 
 def _codings(value: Any) -> list[dict[str, str]]:
-    """System and code of every coding in a CodeableConcept or a list of them; no display text."""
+    """System and code of every coding in a CodeableConcept or a list of them; no display text.
+    A system or code that is not a string is given as "" (policy checks types)."""
     concepts = value if isinstance(value, list) else [value]
     out: list[dict[str, str]] = []
     for concept in concepts:
         if not isinstance(concept, dict):
             continue
-        for coding in concept.get("coding", []) or []:
+        codings = concept.get("coding")
+        if not isinstance(codings, list):
+            continue
+        for coding in codings:
             if isinstance(coding, dict):
+                system, code = coding.get("system"), coding.get("code")
                 out.append(
-                    {"system": str(coding.get("system", "")), "code": str(coding.get("code", ""))}
+                    {
+                        "system": system if isinstance(system, str) else "",
+                        "code": code if isinstance(code, str) else "",
+                    }
                 )
     return out
 
 
+# Where each accepted type keeps what it is (its "code" for policy), first match wins.
+_CODE_ELEMENTS: Final = ("code", "medicationCodeableConcept", "type", "vaccineCode")
+
+
 def summarize(resource: Mapping[str, Any]) -> dict[str, Any]:
-    """The minimized, PHI-free summary policy sees: status and category/code codings."""
-    summary: dict[str, Any] = {}
+    """The minimized, PHI-free summary policy sees, always with the same three keys: `status`
+    (a string, "" when absent or not a string), and the system and code of the codings of
+    `category` and of the resource's code (lists, empty when absent)."""
     status = resource.get("status")
-    if isinstance(status, str):
-        summary["status"] = status
-    if "category" in resource:
-        summary["category"] = _codings(resource["category"])
-    for element in ("code", "medicationCodeableConcept", "type", "vaccineCode"):
+    code: list[dict[str, str]] = []
+    for element in _CODE_ELEMENTS:
         if element in resource:
-            summary["code"] = _codings(resource[element])
+            code = _codings(resource[element])
             break
-    return summary
+    return {
+        "status": status if isinstance(status, str) else "",
+        "category": _codings(resource["category"]) if "category" in resource else [],
+        "code": code,
+    }

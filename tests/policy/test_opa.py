@@ -137,7 +137,7 @@ def test_bad_urls_are_refused() -> None:
 @pytest.mark.opa
 @pytest.mark.skipif(not opa_available(), reason=NO_OPA)
 def test_a_real_opa_decides_like_the_embedded_engine() -> None:
-    embedded = EmbeddedEngine(REGO, pool_size=1)
+    embedded = EmbeddedEngine(REGO)
     with opa_server(REGO) as url:
         engine = OpaEngine(url, timeout_seconds=2)
         for policy_input in (base_input(), base_input(consents=[])):

@@ -8,7 +8,7 @@ from typing import Any
 
 from sidecar.policy.embedded import EmbeddedEngine
 from sidecar.policy.engine import Decision, Tier
-from sidecar.policy.opa import OpaEngine
+from sidecar.policy.engines.opa_server.engine import OpaServerEngine as OpaEngine
 from sidecar.policy.shadow import ShadowEngine
 from tests.policy.opa_server import free_port
 from tests.policy.support import REGO, action, base_input, copy_policy
@@ -31,8 +31,8 @@ def lenient_copy(tmp_path: Path) -> Path:
 
 
 def test_disagreements_are_counted_and_reported(tmp_path: Path) -> None:
-    enforced = EmbeddedEngine(REGO, pool_size=1)
-    candidate = EmbeddedEngine(lenient_copy(tmp_path), pool_size=1)
+    enforced = EmbeddedEngine(REGO)
+    candidate = EmbeddedEngine(lenient_copy(tmp_path))
     seen: list[tuple[Decision, Decision, Mapping[str, Any]]] = []
     shadow = ShadowEngine(enforced, candidate, lambda e, c, i: seen.append((e, c, i)))
     assert shadow.evaluate(base_input()) == enforced.evaluate(base_input())
@@ -51,7 +51,7 @@ def test_disagreements_are_counted_and_reported(tmp_path: Path) -> None:
 
 
 def test_a_failing_candidate_never_changes_the_enforced_decision() -> None:
-    enforced = EmbeddedEngine(REGO, pool_size=1)
+    enforced = EmbeddedEngine(REGO)
     unreachable = OpaEngine(f"http://127.0.0.1:{free_port()}")  # denies: engine unavailable
     shadow = ShadowEngine(enforced, unreachable)
     decision = shadow.evaluate(base_input())
@@ -70,7 +70,7 @@ class _Raising:
 
 
 def test_a_raising_candidate_or_handler_is_contained() -> None:
-    enforced = EmbeddedEngine(REGO, pool_size=1)
+    enforced = EmbeddedEngine(REGO)
 
     def handler(e: Decision, c: Decision, i: Mapping[str, Any]) -> None:
         raise RuntimeError("audit down")

@@ -36,8 +36,15 @@ special := data.chartgate_library.special_fields
 
 outside contains f if {
 	some f in input.action.fields
+	is_string(f)
 	not allowed[f]
 	not special[f]
+}
+
+problems contains r if {
+	some f in input.action.fields
+	not is_string(f)
+	r := {"code": "fields.malformed", "message": "action.fields holds a value that is not a field name", "rule": rule}
 }
 
 problems contains r if {

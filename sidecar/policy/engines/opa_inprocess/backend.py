@@ -44,7 +44,9 @@ class OpaInProcessPolicy:
         self._free = list(engines)
         self._lock = threading.Condition()
 
-    def query(self, path: str, policy_input: Mapping[str, Any] | None) -> Any:
+    def query(
+        self, path: str, policy_input: Mapping[str, Any] | None, *, checked: bool = False
+    ) -> Any:
         from opa_bindings import OpaError, OpaUndefinedError
 
         with self._lock:

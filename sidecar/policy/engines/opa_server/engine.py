@@ -24,6 +24,7 @@ from sidecar.policy.engine import (
     decision_from_document,
     deny,
 )
+from sidecar.policy.representable import unrepresentable
 from sidecar.validation.strict_json import DuplicateKeyError, loads_strict
 
 log = logging.getLogger("chartgate.policy")
@@ -51,6 +52,16 @@ def _bundle_revision(body: Mapping[str, Any]) -> str | None:
             return ",".join(f"{name}={revision}" for name, revision in revisions)
     legacy = provenance.get("revision")  # OPA's older single-bundle field
     return str(legacy) if legacy else None
+
+
+def _error_code(response: httpx.Response) -> str:
+    """The `code` of an OPA error answer (e.g. `internal_error`), or "" when it has none."""
+    try:
+        body = loads_strict(response.content[:_MAX_RESPONSE_BYTES])
+    except ValueError:
+        return ""
+    code = body.get("code") if isinstance(body, Mapping) else None
+    return code if isinstance(code, str) else ""
 
 
 class OpaServerEngine:
@@ -106,6 +117,11 @@ class OpaServerEngine:
 
     def evaluate(self, policy_input: Mapping[str, Any]) -> Decision:
         revision = self._revision
+        problem = unrepresentable(policy_input)
+        if problem is not None:
+            return self._deny(
+                "policy.input_unrepresentable", f"the policy input holds {problem}; denying", revision
+            )
         try:
             body = json.dumps({"input": policy_input}, allow_nan=False).encode("utf-8")
             response = self._http.post(self._endpoint, params=QUERY_PARAMS, content=body)
@@ -131,6 +147,13 @@ class OpaServerEngine:
             )
         if response.status_code != 200:
             log.error("OPA at %s answered HTTP %s", self._url, response.status_code)
+            if response.status_code == 500 and _error_code(response) == "internal_error":
+                # What OPA answers when evaluation fails, a strict builtin error included.
+                return self._deny(
+                    "policy.engine_error",
+                    "policy evaluation failed in the OPA server (HTTP 500 internal_error); denying",
+                    revision,
+                )
             return self._deny(
                 "policy.engine_unavailable",
                 f"the OPA policy engine answered HTTP {response.status_code}; denying",

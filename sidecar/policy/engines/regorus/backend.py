@@ -23,6 +23,7 @@ import regorus
 from sidecar.errors import PolicyEvaluationError, PolicyLoadError, PolicyUndefined
 from sidecar.policy.engines.regorus.calls import BuiltinCall, builtin_calls
 from sidecar.policy.loader import PolicyModule, PolicySet
+from sidecar.policy.representable import unrepresentable
 
 log = logging.getLogger("chartgate.policy")
 
@@ -65,13 +66,27 @@ def _build(modules: Sequence[PolicyModule], data_json: str) -> regorus.Engine:
     return engine
 
 
+# Builtins a decision must not depend on: a decision is a function of its input and data, so it
+# can be reproduced from its audit record. regorus also answers `http.send` with undefined (it
+# has no HTTP client), which would make a deny rule silently never fire.
+NONDETERMINISTIC = frozenset(
+    {"http.send", "time.now_ns", "rand.intn", "uuid.rfc4122", "opa.runtime", "net.lookup_ip_addr"}
+)
+
+
 def _missing_builtins(calls: Sequence[BuiltinCall]) -> list[str]:
-    """Calls of builtins regorus does not implement. regorus resolves a call only when it is
-    reached, so a branch calling one would fail only on the inputs that reach it: probe each
-    distinct (name, arity) once here instead."""
-    distinct = sorted({(c.name, c.arity) for c in calls})
+    """Calls of builtins regorus does not implement, or that a decision must not depend on.
+    regorus resolves a call only when it is reached, so a branch calling a missing one would fail
+    only on the inputs that reach it: probe each distinct (name, arity) once here instead."""
+    refused = [
+        f"{c.file}:{c.line}: calls {c.name}, which a decision must not depend on "
+        "(it is not a function of the input and data)"
+        for c in calls
+        if c.name in NONDETERMINISTIC
+    ]
+    distinct = sorted({(c.name, c.arity) for c in calls if c.name not in NONDETERMINISTIC})
     if not distinct:
-        return []
+        return refused
     lines = ["package chartgate_probe", "import rego.v1"]
     for index, (name, arity) in enumerate(distinct):
         lines.append(f"p{index} := {name}({', '.join(['null'] * arity)})")
@@ -84,7 +99,7 @@ def _missing_builtins(calls: Sequence[BuiltinCall]) -> list[str]:
         except RuntimeError as exc:
             if "could not find function" in str(exc):
                 missing.add(key)
-    return [
+    return refused + [
         f"{c.file}:{c.line}: calls {c.name}, which the embedded engine (regorus) does not implement"
         for c in calls
         if (c.name, c.arity) in missing
@@ -117,14 +132,21 @@ class RegorusPolicy:
             cache.move_to_end(key)
         return engine
 
-    def query(self, path: str, policy_input: Mapping[str, Any] | None) -> Any:
+    def query(
+        self, path: str, policy_input: Mapping[str, Any] | None, *, checked: bool = False
+    ) -> Any:
         # Tests run without input (as under OPA); they get an engine that never had one.
         engine = self._engine(policy_input is not None)
         try:
             if policy_input is not None:
-                # Converted from Python values by the binding (half the cost of JSON text); a
-                # value it cannot take (a bigint, NaN) raises, and the decision denies.
-                engine.set_input(policy_input)
+                # Converted from Python values by the binding: half the cost of JSON text. Safe
+                # only on values sidecar.policy.representable accepts (the binding crashes the
+                # process on a lone surrogate), which EmbeddedEngine checks first; anything
+                # else goes through JSON text, which regorus parses strictly.
+                if checked or unrepresentable(policy_input) is None:
+                    engine.set_input(policy_input)
+                else:
+                    engine.set_input_json(json.dumps(policy_input, allow_nan=False))
             value = engine.eval_rule(f"data.{path}")
         except (RuntimeError, ValueError, OverflowError) as exc:
             raise PolicyEvaluationError(error_summary(exc)) from None
