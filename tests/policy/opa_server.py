@@ -44,7 +44,7 @@ def opa_server(policy_dir: Path, extra_data: Path | None = None) -> Iterator[Opa
     state = OpaTestServer(url="", revision=policy.revision)
 
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def _send(self, status: int, body: dict[str, Any]) -> None:

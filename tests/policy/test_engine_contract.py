@@ -1,4 +1,4 @@
-"""The contract every policy engine must keep (one suite, every backend): fail closed, thread-safe, unforgeable output."""
+"""The contract every policy engine keeps (one suite, every backend): fail closed, thread-safe, unforgeable output."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parity: the corpus decides as expected on every engine, and generated variations decide identically on regorus and OPA.
+"""Parity: the corpus decides as expected on every engine; generated variations decide alike on regorus and OPA.
 
 OPA's own engine (opa-golib-python-bindings) runs in-process in the default test run: no skip for
 want of OPA. `CHARTGATE_PARITY_VARIATIONS` (default 60 per corpus case, about 3,000 in all) sets

@@ -6,16 +6,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from chartgate.stack import free_port
 from sidecar.policy.embedded import EmbeddedEngine
 from sidecar.policy.engine import Decision, Tier
 from sidecar.policy.engines.opa_server.engine import OpaServerEngine as OpaEngine
 from sidecar.policy.shadow import ShadowEngine
-from tests.policy.opa_server import free_port
-from tests.policy.support import REGO, action, base_input, copy_policy
+from tests.policy.support import REGO, action, agent, base_input, copy_policy
 
 MEDICATION = base_input(
     action=action("create", "MedicationRequest", ["intent", "status"]),
-    agent={"id": "scribe-agent", "tenant": "st-mary", "scopes": ["patient/*.c"]},
+    agent=agent(["patient/*.c"]),
 )
 
 

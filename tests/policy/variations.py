@@ -1,4 +1,4 @@
-"""Generated variations of the corpus inputs: missing members, wrong types, nulls, boundary times, huge numbers, malformed grants and consents."""
+"""Generated variations of corpus inputs: missing members, wrong types, nulls, boundary times, huge numbers."""
 
 from __future__ import annotations
 
@@ -84,9 +84,9 @@ def paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]
 
 def _parent(value: Any, path: tuple[Any, ...]) -> Any:
     for step in path[:-1]:
-        if isinstance(value, dict) and step in value:
-            value = value[step]
-        elif isinstance(value, list) and isinstance(step, int) and step < len(value):
+        in_dict = isinstance(value, dict) and step in value
+        in_list = isinstance(value, list) and isinstance(step, int) and step < len(value)
+        if in_dict or in_list:
             value = value[step]
         else:
             return None
