@@ -43,7 +43,7 @@ def action(
         "fields": sorted(fields),
         "summary": {
             "status": "final",
-            "category": categories or [],
+            "category": copy.deepcopy(categories or []),
             "code": [{"system": "http://loinc.org", "code": "8867-4"}],
         },
         "payload_sha256": "9f2c" * 16,
