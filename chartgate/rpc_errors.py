@@ -1,8 +1,13 @@
-"""Rich gRPC errors (google.rpc.Status with ErrorInfo and BadRequest details, AIP-193) for both hops."""
+"""Rich gRPC errors (google.rpc.Status with ErrorInfo and BadRequest details, AIP-193) for both hops.
+
+Error details travel in the `grpc-status-details-bin` trailer, and a default client refuses
+metadata over 8 KiB, so everything put there is bounded: a refusal an agent cannot read is no
+refusal. Messages and violation texts are the server's own words (never a value the caller sent).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NoReturn
 
 import grpc
@@ -12,6 +17,17 @@ from grpc_status import rpc_status
 
 ERROR_DOMAIN = "chartgate.v1"
 
+# Well under a default client's 8 KiB metadata limit, after base64 of the status details.
+_MAX_MESSAGE = 512
+_MAX_VIOLATIONS = 20
+_MAX_FIELD = 160
+_MAX_DESCRIPTION = 240
+_MAX_REASON = 64
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 def abort(
     context: grpc.ServicerContext,
@@ -20,26 +36,38 @@ def abort(
     *,
     reason: str,
     metadata: Mapping[str, str] | None = None,
-    violations: Iterable[tuple[str, str]] = (),
+    violations: Iterable[Sequence[str]] = (),
 ) -> NoReturn:
-    """End the call with `code`, a human message, an ErrorInfo reason and field violations."""
+    """End the call with `code`, a human message, an ErrorInfo reason and field violations
+    (`(field, description)` or `(field, description, reason)`), all bounded in size."""
     details = []
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {})
+    info = error_details_pb2.ErrorInfo(
+        reason=_bounded(reason, _MAX_REASON), domain=ERROR_DOMAIN, metadata=metadata or {}
+    )
     packed = any_pb2.Any()
     packed.Pack(info)
     details.append(packed)
     violation_list = list(violations)
     if violation_list:
+        kept = violation_list[:_MAX_VIOLATIONS]
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                for f, d in violation_list
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=_bounded(v[0], _MAX_FIELD),
+                    description=_bounded(v[1], _MAX_DESCRIPTION),
+                    reason=_bounded(v[2], _MAX_REASON) if len(v) > 2 else "",
+                )
+                for v in kept
             ]
         )
+        if len(violation_list) > len(kept):
+            message = f"{message} ({len(violation_list)} problems; the first {len(kept)} listed)"
         packed_bad = any_pb2.Any()
         packed_bad.Pack(bad)
         details.append(packed_bad)
-    status = status_pb2.Status(code=code.value[0], message=message, details=details)
+    status = status_pb2.Status(
+        code=code.value[0], message=_bounded(message, _MAX_MESSAGE), details=details
+    )
     context.abort_with_status(rpc_status.to_status(status))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 

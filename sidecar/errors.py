@@ -48,6 +48,13 @@ class InvalidProposal(ChartgateError):
     retryable = False
 
 
+class UnparseableRequest(InvalidProposal):
+    """The request is not a valid protobuf message of its method's type (e.g. a string field
+    that is not UTF-8)."""
+
+    reason = "proposal.unparseable"
+
+
 class IdempotencyConflict(ChartgateError):
     """The idempotency key was already used for a different payload."""
 
@@ -123,6 +130,7 @@ class ErrorRow:
 
 ERRORS: tuple[type[ChartgateError], ...] = (
     InvalidProposal,
+    UnparseableRequest,
     IdempotencyConflict,
     ProposalNotFound,
     IllegalTransition,

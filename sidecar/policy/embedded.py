@@ -1,4 +1,4 @@
-"""The embedded policy engine: a policy set compiled once per revision by an in-process backend, evaluated fail-closed."""
+"""The embedded policy engine: a policy compiled once per revision by an in-process backend, evaluated fail-closed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The policy engine seam: PolicyEngine and the Decision it returns, and the PolicyBackend an in-process engine compiles with."""
+"""The policy engine seam: PolicyEngine, the Decision it returns, the PolicyBackend in-process engines use."""
 
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ from functools import lru_cache
 from typing import Any
 
 from chartgate.smart_scope import parse_scope
-
 from sidecar.config import SidecarConfig
 from sidecar.validation.fhir import ValidatedWrite
 

@@ -1,4 +1,4 @@
-"""Where the shipped Rego library lives: package data of `sidecar.policy`, used when no policy directory is configured."""
+"""Where the shipped Rego library lives: package data of `sidecar.policy`, the default policy directory."""
 
 from __future__ import annotations
 

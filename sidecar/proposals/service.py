@@ -4,29 +4,38 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
 from sidecar.adapter_client import AdapterOutcome
 from sidecar.config import SidecarConfig
 from sidecar.consent import ConsentDirectory
-from sidecar.errors import FieldViolation, IdempotencyConflict, InvalidProposal, ProposalNotFound
+from sidecar.errors import (
+    AuditUnavailable,
+    IdempotencyConflict,
+    IllegalTransition,
+    InvalidProposal,
+    LedgerUnavailable,
+    ProposalNotFound,
+)
 from sidecar.policy.engine import Decision, PolicyEngine, Tier, deny
 from sidecar.policy.input import ProposalContext, build_input
 from sidecar.proposals.lifecycle import State
 from sidecar.storage.ledger import Ledger, ProposalRecord
 from sidecar.tokens.mint import TokenMinter, WriteGrant
 from sidecar.validation.fhir import ValidatedWrite, validate_write
+from sidecar.validation.request import validate_request_fields
 
 log = logging.getLogger("chartgate.sidecar")
 
-_MAX_KEY_LENGTH = 256
-_MODES = frozenset({"live", "batch"})
 _SCOPE_LETTER = {"create": "c", "update": "u"}
 _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+T = TypeVar("T")
 
 
 class AuditSink(Protocol):
@@ -76,8 +85,20 @@ class ProposalService:
         self._adapter = adapter
         self._audit = audit
 
+    def _audit_append(self, kind: str, body: Mapping[str, Any], *, durable: bool = True) -> None:
+        """Append an audit record; a log that cannot take it stops the proposal here, retryable:
+        nothing after this step happens unaudited (docs/errors.md, `audit.unavailable`)."""
+        try:
+            self._audit.append(kind, body, durable=durable)
+        except (ValueError, OSError, RuntimeError) as exc:
+            log.error("audit log refused a %s record: %s", kind, type(exc).__name__)
+            raise AuditUnavailable(
+                "the audit log could not record this step, so the proposal stopped before it; "
+                "retry with the same idempotency key"
+            ) from None
+
     def get(self, proposal_id: str) -> ProposalRecord:
-        record = self._ledger.get(proposal_id)
+        record = self._guard_ledger(lambda: self._ledger.get(proposal_id))
         if (
             record is None
             or record.agent_id != self._config.agent_id
@@ -86,45 +107,70 @@ class ProposalService:
             raise ProposalNotFound(f"no proposal {proposal_id!r} for this agent")
         return record
 
+    @staticmethod
+    def _guard_ledger(call: Callable[[], T]) -> T:
+        """Run a ledger call; a storage failure is `ledger.unavailable` (retryable), not a crash."""
+        try:
+            return call()
+        except sqlite3.Error as exc:
+            log.error("ledger failed: %s", type(exc).__name__)
+            raise LedgerUnavailable(
+                "the proposal ledger is unavailable; retry with the same idempotency key"
+            ) from None
+
     def propose(self, command: ProposeCommand) -> ProposalRecord:
         try:
             write = self._validate(command)
         except InvalidProposal as exc:
-            self._audit.append(
+            # What was refused, by field name and reason code; never a value the agent sent
+            # (the key and trace id only once they passed validation).
+            fields = {v.field for v in exc.violations}
+            self._audit_append(
                 "proposal.invalid",
                 {
                     "agent": self._config.agent_id,
                     "tenant": self._config.tenant_id,
-                    "idempotency_key": command.idempotency_key[:_MAX_KEY_LENGTH],
-                    "trace_id": command.context.trace_id,
-                    "fields": sorted({v.field for v in exc.violations}),
+                    "idempotency_key": ""
+                    if "idempotency_key" in fields
+                    else command.idempotency_key,
+                    "trace_id": "" if "trace_id" in fields else command.context.trace_id,
+                    "fields": sorted(fields)[:50],
+                    "reasons": sorted({v.reason for v in exc.violations})[:50],
                 },
             )
             raise
         ctx = command.context
-        record, created = self._ledger.insert_or_get(
-            ProposalRecord(
-                proposal_id=proposal_id_for(
-                    self._config.tenant_id, self._config.agent_id, command.idempotency_key
-                ),
-                tenant_id=self._config.tenant_id,
-                agent_id=self._config.agent_id,
-                idempotency_key=command.idempotency_key,
-                payload_sha256=write.payload.sha256,
-                payload=write.payload.canonical,
-                tool=write.tool,
-                resource_type=write.resource_type,
-                target=write.target,
-                patient_id=ctx.patient_id,
-                encounter_id=ctx.encounter_id,
-                trace_id=ctx.trace_id,
-                # Validation ran before the ledger saw the proposal, so it enters as validated.
-                state=State.VALIDATED,
+        record, created = self._guard_ledger(
+            lambda: self._ledger.insert_or_get(
+                ProposalRecord(
+                    proposal_id=proposal_id_for(
+                        self._config.tenant_id, self._config.agent_id, command.idempotency_key
+                    ),
+                    tenant_id=self._config.tenant_id,
+                    agent_id=self._config.agent_id,
+                    idempotency_key=command.idempotency_key,
+                    payload_sha256=write.payload.sha256,
+                    payload=write.payload.canonical,
+                    tool=write.tool,
+                    resource_type=write.resource_type,
+                    target=write.target,
+                    patient_id=ctx.patient_id,
+                    encounter_id=ctx.encounter_id,
+                    trace_id=ctx.trace_id,
+                    # Validation ran before the ledger saw the proposal, so it enters as validated.
+                    state=State.VALIDATED,
+                )
             )
         )
         if not created:
             return self._replay(record, write, ctx)
-        self._audit.append(
+        return self._decide_and_act(record, write, ctx)
+
+    def _decide_and_act(
+        self, record: ProposalRecord, write: ValidatedWrite, ctx: ProposalContext
+    ) -> ProposalRecord:
+        """From `validated` on: audit the proposal, decide, then hold, block or write it."""
+        self._audit_append(
             "proposal.received",
             {
                 "proposal_id": record.proposal_id,
@@ -172,39 +218,38 @@ class ProposalService:
             )
 
     def _validate(self, command: ProposeCommand) -> ValidatedWrite:
-        violations: list[FieldViolation] = []
-        key = command.idempotency_key
-        if not key or len(key) > _MAX_KEY_LENGTH or not key.isprintable():
-            violations.append(
-                FieldViolation(
-                    "idempotency_key",
-                    f"required: 1..{_MAX_KEY_LENGTH} printable characters, the same on every retry",
-                )
-            )
+        """Every request field first (bounded, formats checked, never echoed); the resource only
+        once they pass, so it is checked against a patient id that is known to be well formed."""
         ctx = command.context
-        if not ctx.purpose_of_use:
-            violations.append(FieldViolation("purpose_of_use", "required, e.g. TREAT"))
-        if not 0.0 <= ctx.confidence <= 1.0:
-            violations.append(FieldViolation("confidence", "must be between 0 and 1"))
-        if ctx.mode not in _MODES:
-            violations.append(FieldViolation("mode", "must be MODE_LIVE or MODE_BATCH"))
-        try:
-            write = validate_write(
-                tool=command.tool,
-                resource_type=command.resource_type,
-                resource_json=command.resource_json,
-                patient_id=ctx.patient_id,
-            )
-        except InvalidProposal as exc:
-            raise InvalidProposal(exc.message, (*violations, *exc.violations)) from None
+        violations = validate_request_fields(
+            idempotency_key=command.idempotency_key,
+            patient_id=ctx.patient_id,
+            encounter_id=ctx.encounter_id,
+            purpose_of_use=ctx.purpose_of_use,
+            on_behalf_of=ctx.on_behalf_of,
+            model_version=ctx.model_version,
+            prompt_version=ctx.prompt_version,
+            confidence=ctx.confidence,
+            mode=ctx.mode,
+            evidence_refs=ctx.evidence_refs,
+            trace_id=ctx.trace_id,
+        )
         if violations:
             raise InvalidProposal("the proposal is malformed", tuple(violations))
-        return write
+        return validate_write(
+            tool=command.tool,
+            resource_type=command.resource_type,
+            resource_json=command.resource_json,
+            patient_id=ctx.patient_id,
+        )
 
     def _replay(
         self, existing: ProposalRecord, write: ValidatedWrite, ctx: ProposalContext
     ) -> ProposalRecord:
-        """Same key again: the same proposal if it is the same write, else a clear refusal."""
+        """Same key again: the same proposal if it is the same write, else a clear refusal. A
+        proposal left `validated` (a failure between the ledger insert and the decision: the
+        audit log was unavailable, the process died) is decided now, so it never stays there;
+        compare-and-set lets only one of several concurrent retries decide it."""
         same = (
             existing.payload_sha256 == write.payload.sha256
             and existing.tool == write.tool
@@ -212,7 +257,7 @@ class ProposalService:
             and existing.patient_id == ctx.patient_id
             and existing.encounter_id == ctx.encounter_id
         )
-        self._audit.append(
+        self._audit_append(
             "proposal.replayed" if same else "proposal.key_conflict",
             {
                 "proposal_id": existing.proposal_id,
@@ -223,9 +268,16 @@ class ProposalService:
         )
         if not same:
             raise IdempotencyConflict(
-                f"idempotency key {existing.idempotency_key!r} was already used for a different "
-                f"write (proposal {existing.proposal_id}); use a new key for a new write"
+                f"this idempotency key was already used for a different write (proposal "
+                f"{existing.proposal_id}); use a new key for a new write"
             )
+        if existing.state is State.VALIDATED:
+            try:
+                return self._decide_and_act(existing, write, ctx)
+            except IllegalTransition:
+                # Another retry decided it first; report what it decided.
+                current = self._guard_ledger(lambda: self._ledger.get(existing.proposal_id))
+                return current if current is not None else existing
         return existing
 
     def _apply_decision(self, record: ProposalRecord, decision: Decision) -> ProposalRecord:
@@ -238,15 +290,17 @@ class ProposalService:
         reasons = tuple(
             {"code": r.code, "message": r.message, "rule": r.rule} for r in decision.reasons
         )
-        updated = self._ledger.transition(
-            record.proposal_id,
-            State.VALIDATED,
-            target,
-            tier=decision.tier.value,
-            reasons=reasons,
-            policy_revision=decision.revision,
+        updated = self._guard_ledger(
+            lambda: self._ledger.transition(
+                record.proposal_id,
+                State.VALIDATED,
+                target,
+                tier=decision.tier.value,
+                reasons=reasons,
+                policy_revision=decision.revision,
+            )
         )
-        self._audit.append(
+        self._audit_append(
             "policy.decision",
             {
                 "proposal_id": record.proposal_id,
@@ -283,7 +337,7 @@ class ProposalService:
             ),
             ttl_seconds=ttl if isinstance(ttl, int) else None,
         )
-        self._audit.append(
+        self._audit_append(
             "token.minted",
             {
                 "proposal_id": record.proposal_id,
@@ -295,7 +349,9 @@ class ProposalService:
                 "policy_revision": decision.revision,
             },
         )
-        record = self._ledger.transition(record.proposal_id, State.APPROVED, State.SUBMITTED)
+        record = self._guard_ledger(
+            lambda: self._ledger.transition(record.proposal_id, State.APPROVED, State.SUBMITTED)
+        )
         outcome = self._adapter.write(minted.token, record.payload)
         if outcome.ok:
             target = State.ACCEPTED
@@ -311,15 +367,17 @@ class ProposalService:
                 *record.reasons,
                 {"code": outcome.reason, "message": outcome.message, "rule": "adapter"},
             )
-        updated = self._ledger.transition(
-            record.proposal_id,
-            State.SUBMITTED,
-            target,
-            fhir_id=outcome.fhir_id,
-            fhir_version=outcome.fhir_version,
-            reasons=reasons,
+        updated = self._guard_ledger(
+            lambda: self._ledger.transition(
+                record.proposal_id,
+                State.SUBMITTED,
+                target,
+                fhir_id=outcome.fhir_id,
+                fhir_version=outcome.fhir_version,
+                reasons=reasons,
+            )
         )
-        self._audit.append(
+        self._audit_append(
             "write.outcome",
             {
                 "proposal_id": record.proposal_id,

@@ -12,14 +12,13 @@ from typing import Any
 
 from chartgate import keys
 from chartgate.grpc_server import build_server
-from chartgate.v1 import gateway_pb2_grpc
 from sidecar.adapter_client import AdapterClient
 from sidecar.audit.log import AuditLog
 from sidecar.config import SidecarConfig
 from sidecar.consent import ConsentDirectory
 from sidecar.policy.engine import Decision, PolicyEngine
 from sidecar.proposals.service import AuditSink, ProposalService
-from sidecar.server.gateway import SERVICE_NAME, ToolGatewayService
+from sidecar.server.gateway import SERVICE_NAME, ToolGatewayService, add_gateway
 from sidecar.storage.ledger import Ledger
 from sidecar.tokens.mint import TokenMinter
 from sidecar.validation.fhir import preload_models
@@ -156,7 +155,7 @@ def serve(
     gateway = ToolGatewayService(sidecar.service)
     server, port, _ = build_server(
         listen,
-        lambda s: gateway_pb2_grpc.add_ToolGatewayServicer_to_server(gateway, s),
+        lambda s: add_gateway(gateway, s),
         [SERVICE_NAME],
     )
     server.start()

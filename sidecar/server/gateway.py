@@ -1,16 +1,24 @@
-"""chartgate.v1.ToolGateway: maps protobuf to the proposal pipeline and pipeline errors to gRPC status."""
+"""chartgate.v1.ToolGateway: maps protobuf to the proposal pipeline and every failure to its row of the error table.
+
+No call ends in `UNKNOWN` or `INTERNAL` (sidecar/errors.py, docs/errors.md): a ChartgateError
+becomes its status and reason, any other exception `UNAVAILABLE` / `sidecar.fault`, and a request
+that does not even parse as protobuf (e.g. a string field that is not UTF-8, which grpcio would
+answer with INTERNAL) `INVALID_ARGUMENT` / `proposal.unparseable`: the handlers deserialize
+requests themselves.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from chartgate.rpc_errors import abort
-from chartgate.v1 import gateway_pb2, gateway_pb2_grpc
-from sidecar.errors import ChartgateError
+from chartgate.v1 import gateway_pb2
+from sidecar.errors import ChartgateError, SidecarFault, UnparseableRequest
 from sidecar.policy.input import ProposalContext
 from sidecar.proposals.service import ProposalService, ProposeCommand
 from sidecar.storage.ledger import ProposalRecord
@@ -32,6 +40,11 @@ _TIER = {
 }
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
+
+
+class Unparseable:
+    """A request body that is not a valid message of the method's type."""
 
 
 def to_message(record: ProposalRecord) -> gateway_pb2.Proposal:
@@ -56,53 +69,109 @@ def to_message(record: ProposalRecord) -> gateway_pb2.Proposal:
     )
 
 
-class ToolGatewayService(gateway_pb2_grpc.ToolGatewayServicer):
+class ToolGatewayService:
+    """The agent-facing API over one ProposalService."""
+
     def __init__(self, service: ProposalService) -> None:
         self._service = service
 
     def Propose(
-        self, request: gateway_pb2.ProposeRequest, context: grpc.ServicerContext
+        self, request: gateway_pb2.ProposeRequest | Unparseable, context: grpc.ServicerContext
     ) -> gateway_pb2.Proposal:
-        command = ProposeCommand(
-            idempotency_key=request.idempotency_key,
-            tool=request.tool,
-            resource_type=request.resource_type,
-            resource_json=request.resource_json,
-            context=ProposalContext(
-                patient_id=request.patient_id,
-                encounter_id=request.encounter_id,
-                purpose_of_use=request.purpose_of_use,
-                on_behalf_of=request.on_behalf_of,
-                model_version=request.model_version,
-                prompt_version=request.prompt_version,
-                confidence=request.confidence,
-                mode=_MODE.get(request.mode, "unknown"),
-                evidence_refs=tuple(request.evidence_refs),
-                trace_id=request.trace_id,
-            ),
-        )
-        record = _guard(context, lambda: self._service.propose(command))
+        def run() -> ProposalRecord:
+            if isinstance(request, Unparseable):
+                raise _unparseable("ProposeRequest")
+            command = ProposeCommand(
+                idempotency_key=request.idempotency_key,
+                tool=request.tool,
+                resource_type=request.resource_type,
+                resource_json=request.resource_json,
+                context=ProposalContext(
+                    patient_id=request.patient_id,
+                    encounter_id=request.encounter_id,
+                    purpose_of_use=request.purpose_of_use,
+                    on_behalf_of=request.on_behalf_of,
+                    model_version=request.model_version,
+                    prompt_version=request.prompt_version,
+                    confidence=request.confidence,
+                    mode=_MODE.get(request.mode, "unknown"),
+                    evidence_refs=tuple(request.evidence_refs),
+                    trace_id=request.trace_id,
+                ),
+            )
+            return self._service.propose(command)
+
+        record = _guard(context, run)
         log.info(
             "proposal %s state=%s tier=%s", record.proposal_id, record.state.value, record.tier
         )
         return to_message(record)
 
     def GetProposal(
-        self, request: gateway_pb2.GetProposalRequest, context: grpc.ServicerContext
+        self, request: gateway_pb2.GetProposalRequest | Unparseable, context: grpc.ServicerContext
     ) -> gateway_pb2.Proposal:
-        return to_message(_guard(context, lambda: self._service.get(request.proposal_id)))
+        def run() -> ProposalRecord:
+            if isinstance(request, Unparseable):
+                raise _unparseable("GetProposalRequest")
+            return self._service.get(request.proposal_id[:256])
+
+        return to_message(_guard(context, run))
+
+
+def _unparseable(message_type: str) -> UnparseableRequest:
+    return UnparseableRequest(
+        f"the request is not a valid chartgate.v1.{message_type} (protobuf); string fields "
+        "must be UTF-8"
+    )
+
+
+def _parser(message_type: type[M]) -> Callable[[bytes], M | Unparseable]:
+    def parse(data: bytes) -> M | Unparseable:
+        try:
+            return message_type.FromString(data)
+        except (DecodeError, ValueError, RuntimeError):
+            return Unparseable()
+
+    return parse
+
+
+def add_gateway(servicer: ToolGatewayService, server: grpc.Server) -> None:
+    """Register ToolGateway with deserializers that never raise (see the module docstring)."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "Propose": grpc.unary_unary_rpc_method_handler(
+            servicer.Propose,
+            request_deserializer=_parser(gateway_pb2.ProposeRequest),
+            response_serializer=gateway_pb2.Proposal.SerializeToString,
+        ),
+        "GetProposal": grpc.unary_unary_rpc_method_handler(
+            servicer.GetProposal,
+            request_deserializer=_parser(gateway_pb2.GetProposalRequest),
+            response_serializer=gateway_pb2.Proposal.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
 
 
 def _guard(context: grpc.ServicerContext, call: Callable[[], T]) -> T:
-    """Run a pipeline call; a ChartgateError becomes its gRPC status with machine-readable details."""
+    """Run a pipeline call; every failure becomes its row of the error table (sidecar/errors.py)."""
+    error: ChartgateError
     try:
         return call()
     except ChartgateError as exc:
+        error = exc
         log.info("refused: %s (%s)", exc.reason, exc.status.name)
-        abort(
-            context,
-            exc.status,
-            exc.message,
-            reason=exc.reason,
-            violations=[(v.field, v.description) for v in exc.violations],
+    except Exception as exc:  # a defect: reported without internals, the state stays consistent
+        log.exception("unexpected failure in the gateway (%s)", type(exc).__name__)
+        error = SidecarFault(
+            "the sidecar failed unexpectedly; what was stored is consistent, so retry with the "
+            "same idempotency key"
         )
+    details: dict[str, Any] = {"retryable": "true" if error.retryable else "false"}
+    abort(
+        context,
+        error.status,
+        error.message,
+        reason=error.reason,
+        metadata=details,
+        violations=[(v.field, v.description, v.reason) for v in error.violations],
+    )

@@ -271,7 +271,7 @@ def test_a_shadow_policy_is_evaluated_and_audited_but_never_enforced(tmp_path: P
         workdir, sidecar_config(workdir, REGO, shadow_policy_dir=str(candidate))
     )
     try:
-        held = propose(stack, observation("p-ok", "laboratory"), trace_id="trace-shadow-1")
+        held = propose(stack, observation("p-ok", "laboratory"), trace_id="5ad0bf1e2c3d4e5f60718293a4b5c6d7")
         # The enforced policy decided: one approval, not the candidate's two.
         assert held.tier == gateway_pb2.TIER_APPROVAL
         agreed = propose(stack, observation("p-none", "laboratory"))  # both block: no record
@@ -284,7 +284,7 @@ def test_a_shadow_policy_is_evaluated_and_audited_but_never_enforced(tmp_path: P
     shadow = [r for r in records if r["kind"] == "policy.shadow_disagreement"]
     assert len(shadow) == 1
     body = shadow[0]["body"]
-    assert body["trace_id"] == "trace-shadow-1"
+    assert body["trace_id"] == "5ad0bf1e2c3d4e5f60718293a4b5c6d7"
     assert (body["enforced"]["tier"], body["candidate"]["tier"]) == ("approval", "dual_approval")
     assert body["enforced"]["policy_revision"] == held.policy_revision
     assert body["candidate"]["policy_revision"] != held.policy_revision
