@@ -85,8 +85,7 @@ class FhirClient:
                 "payload.wrong_patient",
                 "the stored resource belongs to another patient than the token's",
             )
-        merged = {k: v for k, v in stored.items() if k not in ("meta", "text")}
-        merged.update(partial)
+        merged = merge_update(stored, partial)
         if patient_of(merged) != patient_id:
             raise AdapterError(
                 FailureClass.AUTHORIZATION,
@@ -119,6 +118,34 @@ class FhirClient:
                 "fhir.no_answer",
                 f"no answer from the FHIR server: {type(exc).__name__}",
             ) from None
+
+
+# Set by the server on every write (FHIR R4 Resource.meta): never carried over from a read.
+_SERVER_META = frozenset({"versionId", "lastUpdated"})
+
+
+def merge_update(stored: dict[str, Any], partial: dict[str, Any]) -> dict[str, Any]:
+    """The resource an update PUTs: the stored one with the partial's top-level elements set.
+
+    Every stored element the partial does not name stays, `meta` and `text` included: a
+    telecom-only update must not wipe the chart's security labels, tags or narrative (FHIR
+    update replaces the whole resource, so what is left out of the PUT is deleted). `meta` is
+    merged element by element, so a partial naming one meta element (only if policy allowed it)
+    changes that element alone; the server-assigned versionId and lastUpdated are dropped.
+    """
+    merged = copy.deepcopy(stored)
+    for key, value in partial.items():
+        if key == "meta" and isinstance(value, dict) and isinstance(merged.get("meta"), dict):
+            merged["meta"] = {**merged["meta"], **copy.deepcopy(value)}
+        else:
+            merged[key] = copy.deepcopy(value)
+    meta = merged.get("meta")
+    if isinstance(meta, dict):
+        for server_assigned in _SERVER_META:
+            meta.pop(server_assigned, None)
+        if not meta:
+            del merged["meta"]
+    return merged
 
 
 def _result(response: httpx.Response, *, already_existed: bool) -> WriteResult:
