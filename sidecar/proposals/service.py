@@ -199,7 +199,8 @@ class ProposalService:
         decision = self._decide(write, ctx)
         record = self._apply_decision(record, decision)
         if record.state is State.APPROVED:
-            record = self._submit(record, write, ctx, decision)
+            ttl = decision.obligations.get("token_ttl_seconds")
+            record = self._submit(record, write, ctx, ttl if isinstance(ttl, int) else None)
         return record
 
     def _decide(self, write: ValidatedWrite, ctx: ProposalContext) -> Decision:
@@ -248,8 +249,9 @@ class ProposalService:
     ) -> ProposalRecord:
         """Same key again: the same proposal if it is the same write, else a clear refusal. A
         proposal left `validated` (a failure between the ledger insert and the decision: the
-        audit log was unavailable, the process died) is decided now, so it never stays there;
-        compare-and-set lets only one of several concurrent retries decide it."""
+        audit log was unavailable, the process died) is decided now, so it never stays there,
+        and one left `approved` is sent; compare-and-set lets only one of several concurrent
+        retries move it."""
         same = (
             existing.payload_sha256 == write.payload.sha256
             and existing.tool == write.tool
@@ -271,13 +273,18 @@ class ProposalService:
                 f"this idempotency key was already used for a different write (proposal "
                 f"{existing.proposal_id}); use a new key for a new write"
             )
-        if existing.state is State.VALIDATED:
-            try:
+        try:
+            if existing.state is State.VALIDATED:
                 return self._decide_and_act(existing, write, ctx)
-            except IllegalTransition:
-                # Another retry decided it first; report what it decided.
-                current = self._guard_ledger(lambda: self._ledger.get(existing.proposal_id))
-                return current if current is not None else existing
+            if existing.state is State.APPROVED:
+                # Decided and audited, never sent (the token record or the process failed in
+                # between): send it now, with the configured token lifetime (the decision's
+                # obligations are not stored yet; policy may only shorten it).
+                return self._submit(existing, write, ctx, None)
+        except IllegalTransition:
+            # Another attempt moved it first; report where it is.
+            current = self._guard_ledger(lambda: self._ledger.get(existing.proposal_id))
+            return current if current is not None else existing
         return existing
 
     def _apply_decision(self, record: ProposalRecord, decision: Decision) -> ProposalRecord:
@@ -290,16 +297,8 @@ class ProposalService:
         reasons = tuple(
             {"code": r.code, "message": r.message, "rule": r.rule} for r in decision.reasons
         )
-        updated = self._guard_ledger(
-            lambda: self._ledger.transition(
-                record.proposal_id,
-                State.VALIDATED,
-                target,
-                tier=decision.tier.value,
-                reasons=reasons,
-                policy_revision=decision.revision,
-            )
-        )
+        # The decision record is made durable before the ledger moves: a proposal never leaves
+        # `validated` without its decision in the audit log, so nothing is written undecided.
         self._audit_append(
             "policy.decision",
             {
@@ -312,6 +311,16 @@ class ProposalService:
                 "state": target.value,
             },
         )
+        updated = self._guard_ledger(
+            lambda: self._ledger.transition(
+                record.proposal_id,
+                State.VALIDATED,
+                target,
+                tier=decision.tier.value,
+                reasons=reasons,
+                policy_revision=decision.revision,
+            )
+        )
         return updated
 
     def _submit(
@@ -319,10 +328,12 @@ class ProposalService:
         record: ProposalRecord,
         write: ValidatedWrite,
         ctx: ProposalContext,
-        decision: Decision,
+        ttl: int | None,
     ) -> ProposalRecord:
+        """From `approved`: mint a one-write token, record the submission, write, record what
+        came of it. The move to `submitted` happens before the write leaves (compare-and-set),
+        so of several processes resuming one approved proposal exactly one sends it."""
         scope = f"patient/{write.resource_type}.{_SCOPE_LETTER[write.operation]}"
-        ttl = decision.obligations.get("token_ttl_seconds")
         minted = self._minter.mint(
             WriteGrant(
                 proposal_id=record.proposal_id,
@@ -335,7 +346,7 @@ class ProposalService:
                 target=write.target,
                 payload_sha256=record.payload_sha256,
             ),
-            ttl_seconds=ttl if isinstance(ttl, int) else None,
+            ttl_seconds=ttl,
         )
         self._audit_append(
             "token.minted",
@@ -346,7 +357,7 @@ class ProposalService:
                 "scope": scope,
                 "expires_at": minted.expires_at,
                 "payload_sha256": record.payload_sha256,
-                "policy_revision": decision.revision,
+                "policy_revision": record.policy_revision,
             },
         )
         record = self._guard_ledger(
@@ -388,7 +399,7 @@ class ProposalService:
                 "http_status": outcome.http_status,
                 "grpc_code": outcome.code.name,
                 "reason": outcome.reason,
-                "policy_revision": decision.revision,
+                "policy_revision": record.policy_revision,
             },
         )
         return updated
