@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.errors import AdapterError, payload_error, token_error
+from adapters.errors import AdapterError, FailureClass, payload_error, token_error
 from adapters.fhir_client import FhirClient, WriteResult
 from adapters.replay import JtiStore
 from adapters.tokens import TokenVerifier, VerifiedWrite
@@ -51,8 +51,20 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
         self, request: adapter_pb2.WriteRequest, context: grpc.ServicerContext
     ) -> adapter_pb2.WriteResponse:
         try:
-            verified = self._verifier.verify(request.token, request.resource_json)
-            result = self._write(verified)
+            try:
+                verified = self._verifier.verify(request.token, request.resource_json)
+                result = self._write(verified)
+            except AdapterError:
+                raise
+            except Exception as exc:
+                # A defect, never UNKNOWN: it may have struck after the write left, so the
+                # outcome is ambiguous (looked up, never blindly resent).
+                log.exception("unexpected adapter failure (%s)", type(exc).__name__)
+                raise AdapterError(
+                    FailureClass.AMBIGUOUS,
+                    "adapter.fault",
+                    "the adapter failed unexpectedly; whether the write happened is unknown",
+                ) from None
         except AdapterError as exc:
             log.warning("write refused: reason=%s class=%s", exc.reason, exc.failure)
             abort(
