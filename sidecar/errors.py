@@ -144,7 +144,7 @@ ERROR_TABLE: tuple[ErrorRow, ...] = tuple(
         cls.reason,
         cls.status,
         cls.retryable,
-        (cls.__doc__ or "").strip().splitlines()[0],
+        " ".join((cls.__doc__ or "").split()),
     )
     for cls in ERRORS
 )
