@@ -181,16 +181,18 @@ def _text(value: str | bytes | None) -> str:
     return value or ""
 
 
-def _skip_if_unreachable(output: str, what: str) -> None:
-    """Skip when pip failed only because no package index could be reached."""
+def skip_if_unreachable(output: str, what: str, *, gave_up: bool = True) -> None:
+    """Skip when pip failed only because no package index could be reached: it logged a
+    connection error and then found no distribution (gave_up=False: it was cut off first)."""
     trouble = next((marker for marker in _NETWORK_ERRORS if marker in output), None)
-    if trouble is not None and any(marker in output for marker in _NOT_FOUND):
-        lines = [line for line in output.splitlines() if trouble in line]
-        pytest.skip(
-            f"{what}: no package index reachable to install Chartgate's dependencies "
-            f"({trouble}); this test needs network access or a warm pip cache. pip said: "
-            f"{lines[-1].strip()[:300]}"
-        )
+    if trouble is None or (gave_up and not any(marker in output for marker in _NOT_FOUND)):
+        return
+    errors = [line.strip() for line in output.splitlines() if line.startswith("ERROR:")]
+    pytest.skip(
+        f"{what}: no package index reachable ({trouble}); installing Chartgate's dependencies "
+        f"needs the network (PyPI or the index pip is configured with)"
+        + (f"; pip: {errors[-1][:200]}" if errors else "")
+    )
 
 
 def _pip_environment() -> dict[str, str]:
@@ -212,13 +214,15 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     context = stage_build_context(root / "context")
     env = _pip_environment()
 
-    subprocess.run(
+    created = subprocess.run(
         [sys.executable, "-m", "venv", str(venv)],
-        check=True,
         capture_output=True,
+        text=True,
         timeout=VENV_TIMEOUT,
+        check=False,
         env=env,
     )
+    assert created.returncode == 0, f"python -m venv failed: {created.stderr[-2000:]}"
     command = [
         str(venv / "bin" / "python"),
         "-m",
@@ -240,11 +244,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         )
     except subprocess.TimeoutExpired as exc:
         output = _text(exc.stdout) + _text(exc.stderr)
-        _skip_if_unreachable(output + "\nNo matching distribution found", "pip install timed out")
+        skip_if_unreachable(output, "pip install timed out", gave_up=False)
         pytest.fail(f"pip install took over {INSTALL_TIMEOUT} s:\n{output[-4000:]}")
     if done.returncode != 0:
         output = done.stdout + done.stderr
-        _skip_if_unreachable(output, "pip install failed")
+        skip_if_unreachable(output, "pip install failed")
         pytest.fail(f"pip install of the project failed ({done.returncode}):\n{output[-4000:]}")
     return Installed(venv=venv, home=home)
 
@@ -423,3 +427,24 @@ def test_dockerignore_matcher_follows_docker(pattern: str, path: str, ignored: b
     """The patterns a careless edit might add are recognised, so the test above would catch them."""
     assert is_ignored(path, dockerignore_rules(pattern)) is ignored
     assert not is_ignored(path, dockerignore_rules(f"{pattern}\n!{path}"))
+
+
+PIP_OFFLINE = (
+    "WARNING: Retrying (Retry(total=0)) after connection broken by 'NewConnectionError(...: "
+    "Failed to establish a new connection: [Errno -2] Name or service not known')': /simple/x/\n"
+    "ERROR: Could not find a version that satisfies the requirement setuptools>=69\n"
+    "ERROR: No matching distribution found for setuptools>=69\n"
+)
+PIP_BUILD_FAILED = (
+    "Processing ./context\n  error: subprocess-exited-with-error\n"
+    "ERROR: Failed to build installable wheels for some pyproject.toml based projects\n"
+)
+
+
+def test_only_an_unreachable_index_skips_the_install_tests() -> None:
+    """A broken build must fail the install tests, never turn them into a skip."""
+    with pytest.raises(pytest.skip.Exception, match=r"NewConnectionError.*setuptools>=69"):
+        skip_if_unreachable(PIP_OFFLINE, "pip install failed")
+    skip_if_unreachable(PIP_BUILD_FAILED, "pip install failed")
+    # A connection hiccup pip recovered from does not excuse a build failure after it.
+    skip_if_unreachable(PIP_OFFLINE.splitlines()[0] + "\n" + PIP_BUILD_FAILED, "failed")

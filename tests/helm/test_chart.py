@@ -140,6 +140,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "commonLabels": {"team": "clinical-ai"},
         }
     ),
+    "kill-switch": merged(
+        {"policy": {"data": {"chartgate_config": {"switches": {"all_off": True}}}}}
+    ),
+    "policy-files": merged(
+        {"policy": {"files": {"decision.rego": "package chartgate.decision\n"}}}
+    ),
     "external-policy": merged(
         {
             "policy": {
@@ -368,6 +374,10 @@ def test_sidecar_config_is_accepted_by_chartgate(chart: Any) -> None:
     assert config.issuer == "chartgate-sidecar"
     assert config.opa_url is None
     assert config.consents_file is None
+    # No policy_dir: the sidecar enforces the library installed with it (in the image).
+    assert config.policy_dir is None
+    library = pytest.importorskip("sidecar.policy.library")
+    assert config.effective_policy_dir == library.shipped_policy_dir()
     # The tokens the sidecar mints are for exactly the adapter this chart deploys.
     adapter_args = adapter_pod(objs)["spec"]["containers"][0]["args"]
     assert arg(adapter_args, "--audience") == config.adapter_audience
@@ -407,15 +417,21 @@ def test_policy_changes_do_not_restart_pods_but_config_changes_do(chart: Any) ->
     def annotations(values: dict[str, Any]) -> dict[str, str]:
         return dict(agent_pod(objects(chart, values))["metadata"]["annotations"])
 
+    switches = {"chartgate_config": {"switches": {"all_off": True}}}
     base = annotations(VARIANTS["defaults"])
-    new_policy = annotations(
-        merged({"policy": {"files": {"x.rego": "package x\n"}, "data": {"a": 1}}})
+    new_data = annotations(merged({"policy": {"data": switches}}))
+    own = annotations(VARIANTS["policy-files"])
+    new_own = annotations(
+        merged({"policy": {"files": {"x.rego": "package x\n"}, "data": switches}})
     )
     new_config = annotations(
         merged({"sidecar": {"config": {"agentScopes": ["patient/Condition.c"]}}})
     )
-    assert base == new_policy, "policy is hot reloaded: a policy change must not roll the agents"
+    assert base == new_data, "operator data is hot reloaded: a change must not roll the agents"
+    assert own == new_own, "policy is hot reloaded: a policy change must not roll the agents"
     assert base["checksum/sidecar-config"] != new_config["checksum/sidecar-config"]
+    # Moving from the shipped library to a policy ConfigMap sets policy_dir: the pods roll once.
+    assert base["checksum/sidecar-config"] != own["checksum/sidecar-config"]
 
 
 def kubelet_volume(root: Path, data: dict[str, str]) -> Path:
@@ -453,11 +469,89 @@ def test_policy_from_a_configmap_volume_loads_each_file_once(chart: Any, tmp_pat
 def test_external_policy_configmaps_are_used_as_given(chart: Any) -> None:
     objs = objects(chart, VARIANTS["external-policy"])
     config = sidecar_config(objs)
+    pod, sidecar = agent_pod(objs), sidecar_container(objs)
+    assert config["policy_dir"] == "/etc/chartgate/policy"
+    assert mount_of(sidecar, pod, config["policy_dir"])["configMap"] == {"name": "security-rego"}
     assert config["policy_data"] == "/etc/chartgate/policy-data/ops.json"
-    volumes = {v["name"]: v for v in agent_pod(objs)["spec"]["volumes"]}
-    assert volumes["policy"]["configMap"]["name"] == "security-rego"
-    assert volumes["policy-data"]["configMap"]["name"] == "switches"
+    assert mount_of(sidecar, pod, "/etc/chartgate/policy-data")["configMap"] == {"name": "switches"}
     assert not [o for o in objs if o["kind"] == "ConfigMap" and "-policy" in o["metadata"]["name"]]
+
+    # existingConfigMap wins over files: the chart then makes no policy ConfigMap of its own.
+    both = objects(
+        chart, merged({"policy": {"existingConfigMap": "security-rego", "files": MINIMAL_POLICY}})
+    )
+    assert mount_of(sidecar_container(both), agent_pod(both), "/etc/chartgate/policy")[
+        "configMap"
+    ] == {"name": "security-rego"}
+    assert not [o for o in both if o["metadata"]["name"].endswith("-policy")]
+
+
+# --- policy: the library shipped in the image unless operators bring their own -----------------
+
+
+def test_default_install_enforces_the_library_shipped_in_the_image(chart: Any) -> None:
+    """No policy ConfigMap, no policy_dir, nothing mounted over it: an empty policy ConfigMap
+    mounted as the policy directory would deny every write."""
+    objs = objects(chart, VARIANTS["defaults"])
+    config = sidecar_config(objs)
+    assert "policy_dir" not in config
+    assert not [o for o in objs if o["metadata"]["name"].endswith("-policy")]
+    pod, sidecar = agent_pod(objs), sidecar_container(objs)
+    assert "policy" not in {v["name"] for v in pod["spec"]["volumes"]}
+    assert not [m for m in sidecar["volumeMounts"] if m["mountPath"] == "/etc/chartgate/policy"]
+    # Operator data still applies: its ConfigMap is mounted where policy_data points.
+    assert config["policy_data"] == "/etc/chartgate/policy-data/data.json"
+    data_cm = one(objs, "ConfigMap", "-policy-data")
+    assert mount_of(sidecar, pod, "/etc/chartgate/policy-data")["configMap"] == {
+        "name": data_cm["metadata"]["name"]
+    }
+    assert json.loads(data_cm["data"]["data.json"]) == {}
+
+
+def test_policy_files_become_a_configmap_mounted_at_policy_dir(chart: Any) -> None:
+    objs = objects(chart, VARIANTS["policy-files"])
+    config = sidecar_config(objs)
+    policy_cm = one(objs, "ConfigMap", "-policy")
+    assert policy_cm["data"] == VARIANTS["policy-files"]["policy"]["files"]
+    assert config["policy_dir"] == "/etc/chartgate/policy"
+    volume = mount_of(sidecar_container(objs), agent_pod(objs), config["policy_dir"])
+    assert volume["configMap"] == {"name": policy_cm["metadata"]["name"]}
+
+
+def test_policy_files_without_rego_fail_the_render(chart: Any) -> None:
+    # data.json alone would replace the whole library with no rules: every write denied.
+    with pytest.raises(helm.HelmRenderError) as caught:
+        render(chart, merged({"policy": {"files": {"data.json": "{}"}}}))
+    assert "policy.files holds no .rego file" in str(caught.value)
+
+
+@pytest.mark.parametrize("all_off", [True, False])
+def test_operator_data_applies_over_the_shipped_library(
+    chart: Any, tmp_path: Path, all_off: bool
+) -> None:
+    """The rendered config and data ConfigMap, loaded as the sidecar loads them: the shipped
+    library decides, and a kill switch in policy.data stops a write it would allow."""
+    config_model = pytest.importorskip("sidecar.config")
+    embedded = pytest.importorskip("sidecar.policy.embedded")
+    support = pytest.importorskip("tests.policy.support")
+    objs = objects(
+        chart,
+        merged({"policy": {"data": {"chartgate_config": {"switches": {"all_off": all_off}}}}}),
+    )
+    raw = sidecar_config(objs)
+    data_dir = kubelet_volume(tmp_path / "data", one(objs, "ConfigMap", "-policy-data")["data"])
+    # The pod's mount path, moved to where this test laid the ConfigMap volume out.
+    raw["policy_data"] = str(data_dir / Path(raw["policy_data"]).name)
+    config = config_model.SidecarConfig.model_validate(raw)
+    engine = embedded.EmbeddedEngine(config.effective_policy_dir, config.policy_data)
+    assert "chartgate_library" in engine.policy.data, "the shipped library's own data.json"
+    decision = engine.evaluate(support.base_input())
+    codes = {r.code for r in decision.reasons}
+    if all_off:
+        assert not decision.allow
+        assert "switch.all_off" in codes
+    else:
+        assert decision.allow, codes
 
 
 def test_workdir_is_an_emptydir_by_default(chart: Any) -> None:
@@ -667,6 +761,11 @@ BAD_VALUES = [
         id="bad-configmap-key",
     ),
     pytest.param(merged({"image": {"digest": "latest"}}), "/image/digest", id="bad-digest"),
+    pytest.param(
+        merged({"policy": {"data": {"switches": {"all_off": True}}}}),
+        "/policy/data",
+        id="operator-data-outside-chartgate-config",
+    ),
 ]
 
 
@@ -732,7 +831,8 @@ def _leaf_paths(schema: dict[str, Any], values: dict[str, Any], prefix: str = ""
     for key, value in values.items():
         sub = schema.get("properties", {}).get(key, {})
         path = f"{prefix}{key}"
-        if "properties" in sub and isinstance(value, dict):
+        # An empty mapping (e.g. policy.data) is documented as one unit, not key by key.
+        if "properties" in sub and isinstance(value, dict) and value:
             yield from _leaf_paths(sub, value, path + ".")
         else:
             yield path
@@ -777,3 +877,20 @@ def test_every_value_is_documented_in_values_yaml_and_deploy_md() -> None:
     doc = DEPLOY_DOC.read_text()
     undocumented = sorted(p for p in leaves if f"`{p}`" not in doc)
     assert not undocumented, f"values missing from docs/deploy.md: {undocumented}"
+
+
+# --- NOTES.txt ------------------------------------------------------------------------------------
+
+
+def notes(chart: Any, values: dict[str, Any]) -> str:
+    (text,) = [t for p, t in render(chart, values).items() if p.endswith("NOTES.txt")]
+    return text
+
+
+def test_notes_name_the_policy_in_force(chart: Any) -> None:
+    default = notes(chart, VARIANTS["defaults"])
+    assert "Policy: the Rego library shipped in the image chartgate:0.1.0" in default
+    assert "denied" not in default
+    own = notes(chart, VARIANTS["external-policy"])
+    assert "Policy: your Rego in ConfigMap security-rego, mounted at /etc/chartgate/policy" in own
+    assert "Operator data (kill switches, tenant settings): ConfigMap switches" in own

@@ -68,7 +68,10 @@ def test_a_permit_consent_becomes_a_record(tmp_path: Path) -> None:
         "actors": ["scribe-agent"],
         "data_classes": ["Observation"],
         # An end date covers the whole day: the exclusive bound is the next midnight (UTC).
-        "period": {"start_ns": ns("2026-01-01T00:00:00+00:00"), "end_ns": ns("2027-01-01T00:00:00+00:00")},
+        "period": {
+            "start_ns": ns("2026-01-01T00:00:00+00:00"),
+            "end_ns": ns("2027-01-01T00:00:00+00:00"),
+        },
     }
 
 
@@ -89,7 +92,9 @@ def test_a_searchset_bundle_of_consents_loads(tmp_path: Path) -> None:
 from tests.policy.support import agent as policy_agent  # noqa: E402
 
 
-def policy_input(consents: list[dict[str, Any]], now: str, agent: str = "scribe-agent") -> dict[str, Any]:
+def policy_input(
+    consents: list[dict[str, Any]], now: str, agent: str = "scribe-agent"
+) -> dict[str, Any]:
     return {
         "time": {"now_ns": ns(now), "rfc3339": now},
         "agent": policy_agent(["patient/Observation.c"], agent),

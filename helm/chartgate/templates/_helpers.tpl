@@ -97,6 +97,15 @@ The Chartgate image reference: repository@digest when a digest is set, else repo
 {{- end }}
 {{- end }}
 
+{{/*
+"true" when operators bring their own Rego (policy.files or policy.existingConfigMap), else empty:
+then, and only then, a policy ConfigMap is mounted and the sidecar's policy_dir points at it.
+Otherwise the sidecar enforces the library shipped in the image (no policy_dir).
+*/}}
+{{- define "chartgate.policy.custom" -}}
+{{- if or .Values.policy.existingConfigMap .Values.policy.files }}true{{ end }}
+{{- end }}
+
 {{/* ConfigMap names. */}}
 {{- define "chartgate.sidecarConfigName" -}}
 {{- printf "%s-sidecar-config" (include "chartgate.fullname" .) }}
