@@ -95,7 +95,7 @@ class Outcome:
         try:
             self.proposal = stub.Propose(message, timeout=30)
         except grpc.RpcError as exc:
-            assert isinstance(exc, grpc.Call)
+            assert isinstance(exc, grpc.Call)  # noqa: PT017 - a grpc.Call is what carries the status
             self.code = exc.code()
             self.details = exc.details() or ""
             status = rpc_status.from_call(exc)
