@@ -104,7 +104,7 @@ class ProposalService:
             or record.agent_id != self._config.agent_id
             or record.tenant_id != self._config.tenant_id
         ):
-            raise ProposalNotFound(f"no proposal {proposal_id!r} for this agent")
+            raise ProposalNotFound("no proposal with this id exists for this agent")
         return record
 
     @staticmethod
