@@ -11,6 +11,7 @@ FHIR store we write to speaks R4 (fhirVersion 4.0.1); the R4B models are used fo
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -22,11 +23,12 @@ from chartgate.canonical import CanonicalizationError, CanonicalPayload, canonic
 from chartgate.compartment import PATIENT_ELEMENT
 from sidecar.errors import FieldViolation, InvalidProposal
 from sidecar.validation.references import patient_reference_violations
-from sidecar.validation.request import validate_request_fields as validate_request_fields
 from sidecar.validation.strict_json import (
+    NON_JSON_CONSTANTS,
     RESOURCE_LIMITS,
     DuplicateKeyError,
     JsonLimitError,
+    bounded_path,
     check_characters,
     check_limits,
     check_size,
@@ -38,6 +40,9 @@ TOOLS: Final[Mapping[str, str]] = {"fhir.create": "create", "fhir.update": "upda
 
 ROOT: Final = "resource_json"
 
+# FHIR R4 `id` datatype (datatypes.html#id).
+_FHIR_ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
 # Elements that identify the resource rather than set anything in it; never "fields set".
 _NOT_FIELDS: Final = frozenset({"resourceType", "id"})
 
@@ -45,7 +50,6 @@ _NOT_FIELDS: Final = frozenset({"resourceType", "id"})
 # agent needs the first few to fix it, not a response as large as its request.
 MAX_MODEL_VIOLATIONS: Final = 20
 MAX_DESCRIPTION: Final = 200
-MAX_FIELD_PATH: Final = 200
 
 # pydantic's own messages are templates that never embed the input; fhir.resources adds custom
 # error types, one of which ("wrong resource type") does embed the resourceType it was given.
@@ -103,12 +107,14 @@ def validate_write(
         )
     if not patient_id:
         violations.append(FieldViolation("patient_id", "patient_id is required", "input.required"))
-    resource = _parse(resource_json, violations)
+    parsed = _parse(resource_json, violations)
+    if parsed is None:
+        raise InvalidProposal(_MALFORMED, tuple(violations))
+    resource, objects = parsed
     if not isinstance(resource, dict):
-        if resource is not None:
-            violations.append(
-                FieldViolation(ROOT, "must be a JSON object (a resource)", "input.not_a_resource")
-            )
+        violations.append(
+            FieldViolation(ROOT, "must be a JSON object (a resource)", "input.not_a_resource")
+        )
         raise InvalidProposal(_MALFORMED, tuple(violations))
     if resource.get("resourceType") != resource_type:
         violations.append(
@@ -121,7 +127,6 @@ def validate_write(
     if violations:
         raise InvalidProposal(_MALFORMED, tuple(violations))
     assert operation is not None
-    canonical = _canonical(resource)
     violations.extend(_model_violations(resource_type, resource, partial=operation == "update"))
     resource_id = resource.get("id")
     if operation == "create" and resource_id is not None:
@@ -140,7 +145,19 @@ def validate_write(
                 "input.required",
             )
         )
-    references = patient_reference_violations(resource, patient_id, root=ROOT)
+    elif (
+        operation == "update"
+        and isinstance(resource_id, str)
+        and not _FHIR_ID.fullmatch(resource_id)
+    ):
+        # The model checks the id's characters but not its length; the id goes into the token's
+        # target claim and the EHR's URL, so it is held to the R4 id datatype exactly.
+        violations.append(
+            FieldViolation(
+                f"{ROOT}.id", "must be a FHIR id: 1..64 of A-Z a-z 0-9 - .", "input.format"
+            )
+        )
+    references = patient_reference_violations(resource, patient_id, root=ROOT, objects=objects)
     flagged = {v.field for v in references}
     violations.extend(
         v
@@ -161,22 +178,23 @@ def validate_write(
         operation=operation,
         resource_type=resource_type,
         resource_id=resource_id if operation == "update" else None,
-        payload=canonical,
+        # Last: canonicalizing is the dearest step after the model, and a refused write skips it.
+        payload=_canonical(resource),
         fields=fields,
         summary=summarize(resource),
     )
 
 
-def _parse(text: str, violations: list[FieldViolation]) -> Any:
-    """The resource text parsed strictly and within RESOURCE_LIMITS, or None with a violation
-    added. Nothing here repeats the text: it may hold PHI."""
+def _parse(text: str, violations: list[FieldViolation]) -> tuple[Any, list[dict[str, Any]]] | None:
+    """The resource text parsed strictly and within RESOURCE_LIMITS, with every object in it, or
+    None with a violation added. Nothing here repeats the text: it may hold PHI."""
     try:
         check_size(text, RESOURCE_LIMITS, ROOT)
-        value = loads_strict(text)
-        check_limits(value, RESOURCE_LIMITS, ROOT)
+        value = loads_strict(text, root=ROOT)
+        objects = check_limits(value, RESOURCE_LIMITS, ROOT)
         check_characters(text, value, ROOT)
     except JsonLimitError as exc:
-        violations.append(FieldViolation(_bounded_path(exc.path), exc.description, exc.reason))
+        violations.append(FieldViolation(bounded_path(exc.path), exc.description, exc.reason))
         return None
     except DuplicateKeyError as exc:
         violations.append(
@@ -189,6 +207,13 @@ def _parse(text: str, violations: list[FieldViolation]) -> Any:
         )
         return None
     except json.JSONDecodeError as exc:
+        if exc.doc in NON_JSON_CONSTANTS:
+            violations.append(
+                FieldViolation(
+                    ROOT, "NaN and Infinity are not JSON numbers (RFC 8259 §6)", "input.not_json"
+                )
+            )
+            return None
         # The position, never the content. exc.msg is one of the decoder's fixed messages.
         violations.append(
             FieldViolation(
@@ -212,7 +237,7 @@ def _parse(text: str, violations: list[FieldViolation]) -> Any:
             )
         )
         return None
-    return value
+    return value, objects
 
 
 def _canonical(resource: dict[str, Any]) -> CanonicalPayload:
@@ -264,7 +289,7 @@ def _model_violations(
     try:
         model.model_validate(resource)
     except ValidationError as exc:
-        found = []
+        found: list[FieldViolation] = []
         for error in exc.errors(include_url=False):
             if partial and error["type"] in ("missing", "model_field_validation.missing"):
                 continue
@@ -279,13 +304,13 @@ def _model_violations(
                 break
             found.append(
                 FieldViolation(
-                    _bounded_path(_error_path(error["loc"])),
+                    bounded_path(_error_path(error["loc"])),
                     _error_description(error),
                     "input.fhir_invalid",
                 )
             )
         return found
-    except Exception:  # noqa: BLE001 - see below
+    except Exception:
         # fhir.resources raises plain KeyError/TypeError on some hostile shapes (an unknown
         # resourceType nested in a contained resource). Any failure to validate is a refusal;
         # the exception text, which can hold the input, is not passed on.
@@ -305,7 +330,7 @@ def _contained_type_violations(resource: Mapping[str, Any]) -> list[FieldViolati
     contained = resource.get("contained")
     if not isinstance(contained, list):
         return []
-    found = []
+    found: list[FieldViolation] = []
     for index, item in enumerate(contained):
         name = item.get("resourceType") if isinstance(item, dict) else None
         if not (isinstance(name, str) and _is_resource_type(name)):
@@ -343,10 +368,6 @@ def _error_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def _bounded_path(path: str) -> str:
-    return path if len(path) <= MAX_FIELD_PATH else path[: MAX_FIELD_PATH - 1] + "…"
-
-
 def _error_description(error: Any) -> str:
     """error["msg"], bounded, unless it may repeat the input (error["input"] is never used).
 
@@ -357,20 +378,14 @@ def _error_description(error: Any) -> str:
     kind = str(error.get("type", ""))
     msg = str(error.get("msg", ""))
     if kind in _ECHOING_ERROR_TYPES or _echoes(msg, error.get("input")):
-        return (
-            f"invalid value ({kind[:60]})"
-            if is_plain_name(kind.replace("-", "_").replace(".", "_"))
-            else "invalid value"
-        )
+        return f"invalid value for this element ({kind[:60]})"
     return msg if len(msg) <= MAX_DESCRIPTION else msg[: MAX_DESCRIPTION - 1] + "…"
 
 
 def _echoes(msg: str, value: Any) -> bool:
-    """Whether `msg` contains a string (of 4 or more characters) taken from `value`."""
-    for text in _strings(value, limit=100):
-        if len(text) >= 4 and text in msg:
-            return True
-    return False
+    """Whether `msg` contains a string of 4 or more characters taken from `value` (its first
+    100 values are looked at; shorter strings match too much ordinary text to mean anything)."""
+    return any(len(text) >= 4 and text in msg for text in _strings(value, limit=100))
 
 
 def _strings(value: Any, *, limit: int) -> Iterator[str]:
@@ -386,8 +401,6 @@ def _strings(value: Any, *, limit: int) -> Iterator[str]:
             stack.extend(item.values())
         elif isinstance(item, list | tuple):
             stack.extend(item)
-        elif item is not None and not isinstance(item, bool | int | float):
-            yield str(item)[:1000]
 
 
 def _patient_violations(

@@ -24,12 +24,12 @@ checked without reading the EHR and are left alone (docs/limits.md).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 from urllib.parse import unquote
 
 from sidecar.errors import FieldViolation
-from sidecar.validation.strict_json import is_plain_name
+from sidecar.validation.strict_json import bounded_path, is_plain_name
 
 OTHER_PATIENT: Final = "reference.other_patient"
 UNVERIFIABLE: Final = "reference.unverifiable"
@@ -106,23 +106,37 @@ def is_patient_type(name: str) -> bool:
 
 
 def patient_reference_violations(
-    resource: Mapping[str, Any], patient_id: str, *, root: str = "resource_json"
+    resource: Mapping[str, Any],
+    patient_id: str,
+    *,
+    root: str = "resource_json",
+    objects: Iterable[Mapping[str, Any]] | None = None,
 ) -> list[FieldViolation]:
     """A violation for each reference in `resource` that may name a patient other than
-    `patient_id` (at most MAX_REPORTED). Iterative: the walk never recurses."""
+    `patient_id` (at most MAX_REPORTED). `objects`, when given, is every object of the resource
+    (what strict_json.check_limits returns), which spares a walk; else the resource is walked.
+    Iterative: nothing here recurses."""
     contained = _contained_types(resource)
-    # Most writes reference no other patient: look first without building paths, which is
-    # most of the cost of a walk, and walk again with paths only when something is wrong.
-    stack: list[Any] = [resource]
+    # Most writes reference no other patient: look first without building paths, which is most
+    # of the cost of a walk, and walk again with paths only when something is wrong. Only an
+    # object with one of these members can be a problem.
+    for node in _objects(resource) if objects is None else objects:
+        if ("reference" in node or "type" in node or "resourceType" in node) and _problems(
+            node, node is resource, patient_id, contained
+        ):
+            return _locate(resource, patient_id, contained, root)
+    return []
+
+
+def _objects(value: Any) -> Iterator[Mapping[str, Any]]:
+    stack = [value]
     while stack:
         node = stack.pop()
         if type(node) is dict:
-            if _problems(node, node is resource, patient_id, contained):
-                return _locate(resource, patient_id, contained, root)
+            yield node
             stack.extend(node.values())
         elif type(node) is list:
             stack.extend(node)
-    return []
 
 
 def _locate(
@@ -136,7 +150,7 @@ def _locate(
             for suffix, reason, description in _problems(
                 node, node is resource, patient_id, contained
             ):
-                found.append(FieldViolation(path + suffix, description, reason))
+                found.append(FieldViolation(bounded_path(path + suffix), description, reason))
             # Reversed so the stack pops members in document order: violations come out sorted
             # the way the agent wrote them.
             for key, child in reversed(node.items()):

@@ -52,6 +52,28 @@ TOO_MANY: Final = "input.too_many"
 FORMAT: Final = "input.format"
 OUT_OF_RANGE: Final = "input.out_of_range"
 
+# What each field must be, as the descriptions say it (built once: this runs on every proposal).
+_KEY_RULE: Final = (
+    f"1..{MAX_IDEMPOTENCY_KEY} visible ASCII characters (no spaces), the same on every retry of "
+    "the same write"
+)
+_ID_RULE: Final = f"a FHIR id: 1..{MAX_FHIR_ID} of A-Z a-z 0-9 - ."
+_PURPOSE_RULE: Final = (
+    f"an HL7 v3 PurposeOfUse code, e.g. TREAT: 1..{MAX_PURPOSE} of A-Z a-z 0-9 _ . -"
+)
+_ON_BEHALF_OF_RULE: Final = (
+    f"empty, or Type/id with Type one of {', '.join(sorted(ON_BEHALF_OF_TYPES))} and id a FHIR "
+    "id, e.g. Practitioner/123"
+)
+_VERSION_RULE: Final = f"0..{MAX_VERSION} visible ASCII characters (no spaces)"
+_EVIDENCE_RULE: Final = (
+    f"a relative reference Type/id or Type/id/_history/version, at most {MAX_EVIDENCE_REF} "
+    "characters, e.g. DocumentReference/abc"
+)
+_TRACE_RULE: Final = (
+    "empty, or a W3C trace-context trace-id: 32 lower-case hex digits, not all zero"
+)
+
 
 def validate_request_fields(
     *,
@@ -85,10 +107,7 @@ def validate_request_fields(
 
 
 def _idempotency_key(value: str, found: list[FieldViolation]) -> None:
-    rule = (
-        f"1..{MAX_IDEMPOTENCY_KEY} visible ASCII characters (no spaces), the same on every "
-        "retry of the same write"
-    )
+    rule = _KEY_RULE
     if not value:
         found.append(FieldViolation("idempotency_key", f"required: {rule}", REQUIRED))
     elif len(value) > MAX_IDEMPOTENCY_KEY:
@@ -98,7 +117,7 @@ def _idempotency_key(value: str, found: list[FieldViolation]) -> None:
 
 
 def _fhir_id(field: str, value: str, found: list[FieldViolation], *, required: bool) -> None:
-    rule = f"a FHIR id: 1..{MAX_FHIR_ID} of A-Z a-z 0-9 - ."
+    rule = _ID_RULE
     if not value:
         if required:
             found.append(FieldViolation(field, f"required: {rule}", REQUIRED))
@@ -109,7 +128,7 @@ def _fhir_id(field: str, value: str, found: list[FieldViolation], *, required: b
 
 
 def _purpose(value: str, found: list[FieldViolation]) -> None:
-    rule = f"an HL7 v3 PurposeOfUse code, e.g. TREAT: 1..{MAX_PURPOSE} of A-Z a-z 0-9 _ . -"
+    rule = _PURPOSE_RULE
     if not value:
         found.append(FieldViolation("purpose_of_use", f"required: {rule}", REQUIRED))
     elif len(value) > MAX_PURPOSE:
@@ -121,10 +140,7 @@ def _purpose(value: str, found: list[FieldViolation]) -> None:
 def _on_behalf_of(value: str, found: list[FieldViolation]) -> None:
     if not value:
         return  # batch work may act for no one; policy decides whether that is allowed
-    rule = (
-        "empty, or Type/id with Type one of "
-        f"{', '.join(sorted(ON_BEHALF_OF_TYPES))} and id a FHIR id, e.g. Practitioner/123"
-    )
+    rule = _ON_BEHALF_OF_RULE
     if len(value) > MAX_ON_BEHALF_OF:
         found.append(FieldViolation("on_behalf_of", f"too long: {rule}", TOO_LONG))
         return
@@ -134,7 +150,7 @@ def _on_behalf_of(value: str, found: list[FieldViolation]) -> None:
 
 
 def _version(field: str, value: str, found: list[FieldViolation]) -> None:
-    rule = f"0..{MAX_VERSION} visible ASCII characters (no spaces)"
+    rule = _VERSION_RULE
     if len(value) > MAX_VERSION:
         found.append(FieldViolation(field, f"too long: {rule}", TOO_LONG))
     elif value and not _VISIBLE_ASCII.fullmatch(value):
@@ -155,10 +171,7 @@ def _evidence(refs: Sequence[str], found: list[FieldViolation]) -> None:
             FieldViolation("evidence_refs", f"at most {MAX_EVIDENCE_REFS} references", TOO_MANY)
         )
         return
-    rule = (
-        f"a relative reference Type/id or Type/id/_history/version, at most {MAX_EVIDENCE_REF} "
-        "characters, e.g. DocumentReference/abc"
-    )
+    rule = _EVIDENCE_RULE
     for index, ref in enumerate(refs):
         field = f"evidence_refs[{index}]"
         if not isinstance(ref, str):
@@ -172,7 +185,7 @@ def _evidence(refs: Sequence[str], found: list[FieldViolation]) -> None:
 def _trace_id(value: str, found: list[FieldViolation]) -> None:
     if not value:
         return
-    rule = "empty, or a W3C trace-context trace-id: 32 lower-case hex digits, not all zero"
+    rule = _TRACE_RULE
     if len(value) > TRACE_ID_CHARS:
         found.append(FieldViolation("trace_id", f"too long: {rule}", TOO_LONG))
     elif value == _ZERO_TRACE_ID or not _TRACE_ID.fullmatch(value):

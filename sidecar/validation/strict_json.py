@@ -4,7 +4,9 @@ RFC 8259 §4 leaves duplicate object names to the parser ("the behavior of softw
 receives such an object is unpredictable"); Python keeps the last, other parsers the first, so a
 payload with two `subject`s could be checked as one patient's and stored as another's. I-JSON
 (RFC 7493 §2.3) forbids them; so do we. The bounds keep one request from costing the sidecar
-more than a request should (docs/limits.md lists them).
+more than a request should (docs/limits.md lists them). Numbers I-JSON cannot carry exactly
+(§2.2) and characters FHIR strings forbid are refused too: each would otherwise fail later, in
+canonicalization or in the EHR, after policy had already been asked about the write.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ _INT_MAX: Final = 2**53 - 1
 # all (RFC 8259 §8.2), so no UTF-8 encoder, RFC 8785 included, can write it.
 _BAD_CHAR: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 _SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
+# The JSON escapes (RFC 8259 §7) that decode to one of those.
+_RISKY_ESCAPE: Final = re.compile(r"\\(?:[bf]|u00[01][0-9A-Fa-f]|u[Dd][89A-Fa-f][0-9A-Fa-f]{2})")
 
 
 class DuplicateKeyError(ValueError):
@@ -45,7 +49,9 @@ class JsonLimits:
     max_string_chars: int = 128 * 1024
     max_array_items: int = 1_000
     max_object_members: int = 200
-    max_nodes: int = 20_000
+    # A typical resource holds 50-300 values; model validation costs ~8 µs a value, so this
+    # bounds one proposal's validation near 30 ms.
+    max_nodes: int = 4_000
 
 
 RESOURCE_LIMITS: Final = JsonLimits()
@@ -79,6 +85,17 @@ def is_plain_name(key: str) -> bool:
     return _NAME.fullmatch(key) is not None
 
 
+# Longest field path an error names: a path is built from member names (agent text, at most 64
+# characters each) and indexes, so a deep one is cut rather than sent back whole. The same bound
+# as a field in the gRPC error details (chartgate/rpc_errors.py), so the cut is made once, here.
+MAX_PATH_CHARS: Final = 160
+
+
+def bounded_path(path: str) -> str:
+    """`path`, cut to MAX_PATH_CHARS (the cut marked with an ellipsis)."""
+    return path if len(path) <= MAX_PATH_CHARS else path[: MAX_PATH_CHARS - 1] + "…"
+
+
 def describe_key(key: str) -> str:
     """A key as it may appear in an error: quoted when it is a short plain name, else a stand-in
     (a key is agent-controlled text too)."""
@@ -96,35 +113,53 @@ def check_size(text: str, limits: JsonLimits, root: str) -> None:
         raise JsonLimitError(root, f"larger than {limits.max_bytes} bytes of UTF-8")
 
 
-def loads_strict(text: str | bytes) -> Any:
+def loads_strict(text: str | bytes, *, root: str = "$") -> Any:
     """json.loads that refuses duplicate object names (DuplicateKeyError) and non-JSON constants
     (NaN, Infinity: json.JSONDecodeError). Nesting deep enough to exhaust the parser's recursion
-    raises JsonLimitError rather than RecursionError."""
+    raises JsonLimitError (at `root`, reason `input.too_deep`) rather than RecursionError."""
     try:
+        if isinstance(text, str):
+            return _DECODER.decode(text)
+        # Bytes: json.loads detects the encoding (RFC 8259 §8.1 allows only UTF-8, but
+        # json.loads also reads UTF-16/32), then decodes as above.
         return json.loads(text, object_pairs_hook=_pairs, parse_constant=_refuse_constant)
     except RecursionError:
-        raise JsonLimitError("$", "nested too deeply") from None
+        raise JsonLimitError(root, "nested too deeply to parse", "input.too_deep") from None
+
+
+NON_JSON_CONSTANTS: Final = frozenset({"NaN", "Infinity", "-Infinity"})
 
 
 def _refuse_constant(name: str) -> Any:
+    # The decoder does not say where the constant was; `doc` carries its name (one of
+    # NON_JSON_CONSTANTS) so a caller can tell this refusal from a syntax error.
     raise json.JSONDecodeError(f"{name} is not a JSON number", name, 0)
 
 
-def check_limits(value: Any, limits: JsonLimits, root: str) -> None:
+# One decoder for every call: json.loads with hooks builds a new one each time (a few µs on
+# every proposal). JSONDecoder keeps no state between calls, so threads may share it.
+_DECODER: Final = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_refuse_constant)
+
+
+def check_limits(value: Any, limits: JsonLimits, root: str) -> list[dict[str, Any]]:
     """Raise JsonLimitError at the first bound a parsed document breaks, naming the path from
     `root`: depth, string and member-name length, array and object sizes, the number of values,
     and numbers I-JSON cannot carry (non-finite floats, integers beyond ±(2**53 - 1)).
 
     Both walks are iterative (a deep document must not exhaust the stack). The first carries no
     paths, which is what makes it cheap; only a document that breaks a bound is walked again to
-    say where."""
-    if not _fits(value, limits):
+    say where. Returns every object of the document (outermost first), so that a check that
+    looks at each object need not walk the document again."""
+    objects: list[dict[str, Any]] = []
+    if not _fits(value, limits, objects):
         _locate(value, limits, root)
+    return objects
 
 
-def _fits(value: Any, limits: JsonLimits) -> bool:
+def _fits(value: Any, limits: JsonLimits, objects: list[dict[str, Any]]) -> bool:
     """Whether the document keeps every bound; breadth first, one level at a time, so the depth
-    is the level number and no per-value tuple is built."""
+    is the level number and no per-value tuple is built. Appends each object to `objects`."""
+    keep = objects.append
     max_string = limits.max_string_chars
     max_items = limits.max_array_items
     max_members = limits.max_object_members
@@ -147,6 +182,7 @@ def _fits(value: Any, limits: JsonLimits) -> bool:
                     return False
                 if item and max(map(len, item)) > MAX_NAME_CHARS:
                     return False
+                keep(item)
                 below.extend(item.values())
             elif kind is list:
                 if depth > limits.max_depth or len(item) > max_items:
@@ -231,9 +267,14 @@ def check_characters(text: str, value: Any, root: str) -> None:
     parsed from `text`, holds a control character FHIR forbids or a lone surrogate.
 
     json.loads refuses raw control characters inside strings, so such a character can only come
-    from an escape (a backslash in the text) or, for a surrogate, from a `str` that was never
-    valid UTF-8. Text with neither, the usual case, costs one scan of the text."""
-    if "\\" in text or (not text.isascii() and _SURROGATE.search(text)):
+    from an escape that makes one (`\\b`, `\\f`, `\\u0000`-`\\u001f`, `\\ud800`-`\\udfff`) or, for
+    a surrogate, from a `str` that was never valid UTF-8. Text with neither, the usual case even
+    with `\\u00e9`-style escapes, costs a scan or two of the text; the values are walked only when
+    one is found (an escaped backslash before such letters, or a valid surrogate pair, also
+    leads to the walk, which then finds nothing)."""
+    if ("\\" in text and _RISKY_ESCAPE.search(text)) or (
+        not text.isascii() and _SURROGATE.search(text)
+    ):
         _locate_char(value, root)
 
 
