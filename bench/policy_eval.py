@@ -1,14 +1,10 @@
 """Benchmark: one policy decision on the shipped library, on every candidate engine, same input, same run.
 
-Rows (p50/p99 in µs, and p50 as a ratio of the regorus product path measured in the same run):
-regorus through `EmbeddedEngine` (the product path: input conversion, evaluation, decision
-parsing) and each of those parts alone; OPA's Go engine in-process through `EmbeddedEngine`;
-rego-cpp through regopy 1.5.2 when it is installed (no longer a dependency); the OPA server
-engine against a stand-in OPA (OPA's Data API served by opa_bindings in a child process). Then
-decisions/s with 1 and N threads. Samples of all rows are interleaved in rounds, so a change in
-the machine's load hits every row alike.
+regorus through EmbeddedEngine (the product path) and its parts, OPA's Go engine in-process,
+rego-cpp (regopy 1.5.2, if installed), the OPA server engine against a stand-in OPA; p50/p99 in
+µs with rows interleaved in rounds, then decisions/s with 1 and N threads. See bench/README.md.
 
-    .venv/bin/python bench/policy_eval.py [--n 2000] [--threads 4] [--json]
+    .venv/bin/python bench/policy_eval.py [--n 2000] [--threads 4] [--no-opa-server] [--json]
 """
 
 from __future__ import annotations
@@ -17,6 +13,7 @@ import argparse
 import dataclasses
 import importlib.metadata
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -46,8 +43,8 @@ ENTRYPOINT = DECISION_PATH.replace(".", "/")  # rego-cpp names a bundle entrypoi
 
 # A stand-in for `opa run --server`: OPA's Data API ("Get a Document (with Input)") answered by
 # OPA's own Go engine through opa_bindings, in a child process so it has its own GIL as a real
-# OPA would have its own process. Python's http.server adds its own cost (≈ 100-200 µs), so the
-# row bounds what the HTTP hop costs rather than measuring a real OPA server.
+# OPA would have its own process. Python's http.server is slower than OPA's Go server, so the
+# row is an upper bound on what the HTTP hop costs, not a measurement of a real OPA server.
 OPA_DATA_API = r"""
 import json, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -170,7 +167,7 @@ class RegoCpp:
     takes the input as JSON text (what `set_input_json` does in later releases)."""
 
     def __init__(self, policy: PolicySet) -> None:
-        import regopy
+        import regopy  # type: ignore[import-untyped]
 
         global _regopy_quiet
         if not _regopy_quiet:
@@ -398,7 +395,7 @@ def add_regocpp(run: Run, n: int) -> RegoCpp | None:
         Row("rego-cpp.eval", "  evaluation (query_bundle_entrypoint)", rc.query_bundle, n),
         # ≈ 25 ms a call: fewer samples, or this one row would take minutes.
         Row(
-            "rego-cpp.query",
+            "rego-cpp-query",
             "rego-cpp: query(text), whole",
             lambda: rc.evaluate_text_query(policy_input),
             max(ROUNDS, n // 50),
@@ -443,6 +440,8 @@ def results(run: Run, threads: int) -> dict[str, Any]:
     base = next(r for r in run.rows if r.key == "regorus").p50_us()
     return {
         "policy_revision": run.policy.revision,
+        # Other work on the machine moves every figure; say how busy it was.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "input": "tests/policy/support.py base_input(): vital-sign Observation draft",
         "input_json_bytes": len(json.dumps(run.policy_input)),
         "decisions": {name: verdict(d) for name, d in run.decisions.items()},
@@ -483,6 +482,7 @@ def print_table(out: dict[str, Any]) -> None:
         "(base_input: a vital-sign Observation draft)"
     )
     print("versions: " + ", ".join(f"{k} {v}" for k, v in out["versions"].items()))
+    print(f"load average at the end (1, 5, 15 min): {out['load_average']}")
     print("compiled once: " + ", ".join(f"{k} {v:.0f} ms" for k, v in out["compile_ms"].items()))
     print(f"\n{'one decision':<40}{'n':>6}{'p50 µs':>10}{'p99 µs':>10}{'p50/regorus':>13}")
     for r in out["rows"]:
@@ -568,7 +568,7 @@ def main() -> int:
         print(json.dumps(out, indent=2))
     else:
         print_table(out)
-    return 0
+    return 0 if out["target"]["met"] else 1
 
 
 if __name__ == "__main__":

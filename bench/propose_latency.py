@@ -1,21 +1,11 @@
 """Benchmark: Propose through the real processes (FHIR store, adapter, sidecar) against a bare gRPC echo.
 
-Starts a local FHIR store, an adapter and a sidecar as separate processes (chartgate.stack, the
-demo's configuration and the shipped policy library), plus a bare gRPC echo server in its own
-process, and drives them from this process with two kinds of ordinary, distinct proposals (a
-fresh idempotency key, trace id and value on every call):
+Two kinds of distinct proposals, "held" (a vital-sign Observation policy holds for approval) and
+"written" (an autonomous write through the adapter), and the echo take turns in short slices of
+each phase: paced at --rate/s, saturated with 1 client and with --clients. See bench/README.md.
 
-* held: a vital-sign Observation at confidence 0.8, below the demo tenant's 0.9 threshold for
-  autonomous vital signs, so policy holds it for approval: the decision path, no write;
-* written: a Patient telecom update, autonomous, so the sidecar mints a token and the adapter
-  writes it to the FHIR store: the whole path.
-
-Phases: paced at --rate per second (one client), saturated with one client, saturated with
---clients clients. Within a phase the held, written and echo runs take turns in short slices, so
-a change in the machine's load hits all three alike; ratios are against the echo of the same
-phase. Targets: Propose p50 <= 2 ms at the paced rate and <= 3x the echo p50 of the same run.
-
-    .venv/bin/python bench/propose_latency.py [--rate 200] [--seconds 10] [--clients 4] [--json]
+    .venv/bin/python bench/propose_latency.py [--rate 200] [--seconds 10] [--clients 4]
+        [--written telecom|vital-sign] [--json]
 """
 
 from __future__ import annotations
@@ -24,6 +14,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -68,9 +59,9 @@ signal.signal(signal.SIGTERM, lambda *_: stop.set())
 stop.wait()
 """
 
-# What an agent would send besides the resource (values a strict validator accepts).
+# What an agent would send besides the resource and the patient (values a strict validator
+# accepts).
 COMMON: dict[str, Any] = {
-    "patient_id": PATIENT,  # demo-patient-1: seeded below, and the demo consent covers it
     "purpose_of_use": "TREAT",
     "on_behalf_of": "Practitioner/dr-lee",
     "model_version": "scribe-2026-10",
@@ -82,7 +73,39 @@ COMMON: dict[str, Any] = {
 _serial = itertools.count(1)  # next() on a count is atomic under the GIL: safe across clients
 
 
-def vital_sign_request(confidence: float = 0.8) -> gateway_pb2.ProposeRequest:
+def patients(count: int) -> list[str]:
+    """demo-patient-1 (the demo's) and more like it: one per client, so concurrent Patient
+    updates do not race on one resource (the adapter's If-Match would refuse all but one)."""
+    return [PATIENT, *(f"demo-patient-{n}" for n in range(2, count + 1))]
+
+
+def bench_sidecar_config(workdir: Path, policy_dir: Path, patient_ids: list[str]) -> dict[str, Any]:
+    """The demo's sidecar configuration, its TREAT consent given to every bench patient too."""
+    config = demo_sidecar_config(workdir, policy_dir)
+    consents_file = Path(config["consents_file"])
+    records = json.loads(consents_file.read_text())
+    template = next(r for r in records if r["patient"] == PATIENT)
+    for n, patient_id in enumerate(patient_ids, start=1):
+        if patient_id != PATIENT:
+            records.append({**template, "id": f"consent-bench-{n}", "patient": patient_id})
+    consents_file.write_text(json.dumps(records, indent=2))
+    return config
+
+
+def start_bench_stack(workdir: Path, policy_dir: Path, patient_ids: list[str]) -> Stack:
+    stack = start_stack(workdir, bench_sidecar_config(workdir, policy_dir, patient_ids))
+    try:
+        for patient_id in patient_ids:
+            seed_patient(stack.fhir_base, patient_id)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def vital_sign_request(
+    patient: str = PATIENT, confidence: float = 0.8
+) -> gateway_pb2.ProposeRequest:
     """A heart rate: at confidence 0.8 tier approval (held); at 0.97, at or over the demo tenant's
     `autonomous_vital_signs_min_confidence` of 0.9, tier autonomous (written)."""
     serial = next(_serial)
@@ -91,7 +114,7 @@ def vital_sign_request(confidence: float = 0.8) -> gateway_pb2.ProposeRequest:
         "status": "final",
         "category": [{"coding": [{"system": OBS_CATEGORY, "code": "vital-signs"}]}],
         "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-        "subject": {"reference": f"Patient/{PATIENT}"},
+        "subject": {"reference": f"Patient/{patient}"},
         "effectiveDateTime": "2026-11-22T09:30:00+00:00",
         "valueQuantity": {
             "value": 50 + serial % 100,
@@ -105,18 +128,19 @@ def vital_sign_request(confidence: float = 0.8) -> gateway_pb2.ProposeRequest:
         tool="fhir.create",
         resource_type="Observation",
         resource_json=json.dumps(resource),
+        patient_id=patient,
         confidence=confidence,
         trace_id=uuid.uuid4().hex,
         **COMMON,
     )
 
 
-def telecom_request() -> gateway_pb2.ProposeRequest:
+def telecom_request(patient: str = PATIENT) -> gateway_pb2.ProposeRequest:
     """An administrative Patient update: tier autonomous, written through the adapter."""
     serial = next(_serial)
     resource = {
         "resourceType": "Patient",
-        "id": PATIENT,
+        "id": patient,
         "telecom": [{"system": "phone", "value": f"+1-555-{serial % 10000:04d}", "use": "mobile"}],
     }
     return gateway_pb2.ProposeRequest(
@@ -124,14 +148,15 @@ def telecom_request() -> gateway_pb2.ProposeRequest:
         tool="fhir.update",
         resource_type="Patient",
         resource_json=json.dumps(resource),
+        patient_id=patient,
         confidence=0.99,
         trace_id=uuid.uuid4().hex,
         **COMMON,
     )
 
 
-def autonomous_vital_sign_request() -> gateway_pb2.ProposeRequest:
-    return vital_sign_request(confidence=0.97)
+def autonomous_vital_sign_request(patient: str = PATIENT) -> gateway_pb2.ProposeRequest:
+    return vital_sign_request(patient, confidence=0.97)
 
 
 # The written kind: what `--written` picks.
@@ -154,17 +179,20 @@ class Kind:
 
     name: str
     what: str
-    make: Callable[[grpc.Channel], Callable[[], str | None]]  # a call returns an error or None
+    # (channel, patient) -> a call, which returns an error or None
+    make: Callable[[grpc.Channel, str], Callable[[], str | None]]
 
 
 def propose_kind(
-    name: str, what: str, build: Callable[[], gateway_pb2.ProposeRequest], expect: int
+    name: str, what: str, build: Callable[[str], gateway_pb2.ProposeRequest], expect: int
 ) -> Kind:
-    def make(channel: grpc.Channel) -> Callable[[], str | None]:
+    def make(channel: grpc.Channel, patient: str) -> Callable[[], str | None]:
         stub = gateway_pb2_grpc.ToolGatewayStub(channel)
 
         def call() -> str | None:
-            request = build()  # built inside the timed call: an agent builds one per call too
+            request = build(
+                patient
+            )  # built inside the timed call: an agent builds one per call too
             proposal = stub.Propose(request, timeout=10)
             if proposal.state != expect:
                 state = gateway_pb2.ProposalState.Name(proposal.state)
@@ -177,7 +205,7 @@ def propose_kind(
 
 
 def echo_kind(payload: bytes) -> Kind:
-    def make(channel: grpc.Channel) -> Callable[[], str | None]:
+    def make(channel: grpc.Channel, patient: str) -> Callable[[], str | None]:
         echo = channel.unary_unary(
             "/bench.Echo/Echo", request_serializer=bytes, response_deserializer=bytes
         )
@@ -220,15 +248,14 @@ class Result:
 def run_paced(
     call: Callable[[], str | None], rate: float, seconds: float
 ) -> tuple[list[float], float, list[str]]:
-    """One client paced to `rate` calls/s; a call that runs late delays the next (closed loop),
-    so the achieved rate is reported beside the latencies."""
+    """One client paced to `rate` calls/s for `seconds`; a call that runs late delays the next
+    (closed loop), so the achieved rate is reported beside the latencies."""
     latencies: list[float] = []
     errors: list[str] = []
     interval = 1.0 / rate
     started = next_at = time.perf_counter()
     end = started + seconds
-    while next_at < end:
-        now = time.perf_counter()
+    while next_at < end and (now := time.perf_counter()) < end:
         if now < next_at:
             time.sleep(next_at - now)
         start = time.perf_counter()
@@ -282,7 +309,9 @@ def start_echo() -> tuple[subprocess.Popen[bytes], str]:
     return echo, target
 
 
-def measure(stack: Stack, echo_target: str, args: argparse.Namespace) -> dict[str, Any]:
+def measure(
+    stack: Stack, echo_target: str, patient_ids: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
     echo_payload = vital_sign_request().SerializeToString()  # as big as a held Propose request
     kinds = [
         propose_kind(
@@ -300,8 +329,12 @@ def measure(stack: Stack, echo_target: str, args: argparse.Namespace) -> dict[st
     try:
         calls = {
             kind.name: [
-                kind.make(channel)
-                for channel in (echo_channels if kind.name == "echo" else sidecar_channels)
+                kind.make(channel, patient)
+                for channel, patient in zip(
+                    echo_channels if kind.name == "echo" else sidecar_channels,
+                    patient_ids,
+                    strict=True,
+                )
             ]
             for kind in kinds
         }
@@ -313,7 +346,8 @@ def measure(stack: Stack, echo_target: str, args: argparse.Namespace) -> dict[st
                             f"{kind.name} ({kind.what}): unexpected answer in warm-up: {error}"
                         )
 
-        phases = {
+        Runner = Callable[[str, float], tuple[list[float], float, list[str]]]
+        phases: dict[str, Runner] = {
             f"paced {args.rate:g}/s": lambda name, s: run_paced(calls[name][0], args.rate, s),
             "saturated x1": lambda name, s: run_saturated(calls[name][:1], s),
             f"saturated x{clients}": lambda name, s: run_saturated(calls[name], s),
@@ -423,23 +457,26 @@ def main() -> int:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="chartgate-bench-"))
-    stack = start_stack(workdir, demo_sidecar_config(workdir, args.policy_dir))
+    patient_ids = patients(max(1, args.clients))
+    stack = start_bench_stack(workdir, args.policy_dir, patient_ids)
     echo: subprocess.Popen[bytes] | None = None
     try:
-        seed_patient(stack.fhir_base, PATIENT)
         echo, echo_target = start_echo()
-        out = measure(stack, echo_target, args)
+        out = measure(stack, echo_target, patient_ids, args)
     finally:
         if echo is not None:
             echo.terminate()
             echo.wait()
         stack.stop()
     out["workdir"] = str(workdir)
+    # Other work on the machine moves every figure; say how busy it was.
+    out["load_average"] = [round(x, 2) for x in os.getloadavg()]
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         print_table(out)
-        print(f"\nstate and process logs in {workdir}")
+        print(f"\nload average at the end (1, 5, 15 min): {out['load_average']}")
+        print(f"state and process logs in {workdir}")
     return 0 if out["all_ok"] else 1
 
 
