@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import sqlite3
@@ -123,21 +124,26 @@ class ProposalService:
             write = self._validate(command)
         except InvalidProposal as exc:
             # What was refused, by field name and reason code; never a value the agent sent
-            # (the key and trace id only once they passed validation).
+            # (the key and trace id only once they passed validation). Not made durable on its
+            # own (a refusal has no effect; the next durable record covers it), so a flood of
+            # malformed requests cannot make every one cost an fsync; and if the log cannot take
+            # it, the agent still learns what to fix.
             fields = {v.field for v in exc.violations}
-            self._audit_append(
-                "proposal.invalid",
-                {
-                    "agent": self._config.agent_id,
-                    "tenant": self._config.tenant_id,
-                    "idempotency_key": ""
-                    if "idempotency_key" in fields
-                    else command.idempotency_key,
-                    "trace_id": "" if "trace_id" in fields else command.context.trace_id,
-                    "fields": sorted(fields)[:50],
-                    "reasons": sorted({v.reason for v in exc.violations})[:50],
-                },
-            )
+            with contextlib.suppress(AuditUnavailable):
+                self._audit_append(
+                    "proposal.invalid",
+                    {
+                        "agent": self._config.agent_id,
+                        "tenant": self._config.tenant_id,
+                        "idempotency_key": ""
+                        if "idempotency_key" in fields
+                        else command.idempotency_key,
+                        "trace_id": "" if "trace_id" in fields else command.context.trace_id,
+                        "fields": sorted(fields)[:50],
+                        "reasons": sorted({v.reason for v in exc.violations})[:50],
+                    },
+                    durable=False,
+                )
             raise
         ctx = command.context
         record, created = self._guard_ledger(
