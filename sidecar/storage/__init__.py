@@ -1,1 +1,1 @@
-"""Storage of sidecar state: the proposal ledger (SQLite by default)."""
+"""The proposal store: typed records (records.py), one interface (store.py), one folder per backend."""
