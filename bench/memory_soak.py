@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +231,8 @@ def parts(args: argparse.Namespace) -> dict[str, Any]:
     from sidecar.proposals.lifecycle import State
     from sidecar.proposals.service import ProposeCommand, proposal_id_for
     from sidecar.server.app import assemble
-    from sidecar.storage.ledger import Ledger, ProposalRecord
+    from sidecar.storage.records import ProposalRecord
+    from sidecar.storage.sqlite.store import SqliteStore
     from sidecar.validation.fhir import preload_models, validate_write
 
     workdir = Path(tempfile.mkdtemp(prefix="chartgate-soak-parts-"))
@@ -243,7 +245,7 @@ def parts(args: argparse.Namespace) -> dict[str, Any]:
     preload_models()
     consents = ConsentDirectory(config.consents_file)
     engine = EmbeddedEngine(config.effective_policy_dir, config.policy_data)
-    ledger = Ledger(workdir / "ledger.sqlite3")
+    ledger = SqliteStore(workdir / "ledger.sqlite3")
     audit = AuditLog(workdir / "audit.jsonl", keys.load_or_create(workdir / "audit.jwk", "audit"))
 
     def validated() -> Any:
@@ -269,40 +271,51 @@ def parts(args: argparse.Namespace) -> dict[str, Any]:
             trace_id=request.trace_id,
         )
 
+    def as_record(request: gateway_pb2.ProposeRequest, write: Any) -> ProposalRecord:
+        return ProposalRecord(
+            proposal_id=proposal_id_for(config.tenant_id, config.agent_id, request.idempotency_key),
+            tenant_id=config.tenant_id,
+            agent_id=config.agent_id,
+            idempotency_key=request.idempotency_key,
+            payload_sha256=write.payload.sha256,
+            payload=write.payload.canonical,
+            tool=write.tool,
+            operation=write.operation,
+            resource_type=write.resource_type,
+            target=write.target,
+            patient_id=PATIENT,
+            encounter_id="",
+            trace_id="",
+            state=State.VALIDATED,
+            context=context(request),
+            fields=write.fields,
+            summary=write.summary,
+        )
+
     fixed_request, fixed_write = validated()
-    fixed_context = context(fixed_request)
+    fixed_record = as_record(fixed_request, fixed_write)
 
     def validation() -> None:
         validated()
 
     def policy() -> None:
         request, write = validated()
-        engine.evaluate(build_input(config, write, context(request), consents.for_patient(PATIENT)))
+        engine.evaluate(
+            build_input(config, as_record(request, write), consents.for_patient(PATIENT))
+        )
 
     def policy_only() -> None:
-        engine.evaluate(
-            build_input(config, fixed_write, fixed_context, consents.for_patient(PATIENT))
-        )
+        engine.evaluate(build_input(config, fixed_record, consents.for_patient(PATIENT)))
 
     counter = iter(range(10**9))
 
     def ledger_part() -> None:
         key = f"soak-{next(counter)}"
         record, _ = ledger.insert_or_get(
-            ProposalRecord(
-                proposal_id=proposal_id_for(config.tenant_id, config.agent_id, key),
-                tenant_id=config.tenant_id,
-                agent_id=config.agent_id,
+            replace(
+                fixed_record,
                 idempotency_key=key,
-                payload_sha256=fixed_write.payload.sha256,
-                payload=fixed_write.payload.canonical,
-                tool=fixed_write.tool,
-                resource_type=fixed_write.resource_type,
-                target=fixed_write.target,
-                patient_id=PATIENT,
-                encounter_id="",
-                trace_id="",
-                state=State.VALIDATED,
+                proposal_id=proposal_id_for(config.tenant_id, config.agent_id, key),
             )
         )
         ledger.transition(

@@ -55,6 +55,15 @@ class SidecarConfig(BaseModel):
         default=None, description="JSON list of consent records (docs/policy.md)."
     )
     token_ttl_seconds: int = Field(default=60, ge=1, le=60)
+    store_path: Path | None = Field(
+        default=None,
+        description="SQLite proposal store file (default WORKDIR/sidecar/ledger.sqlite3); several "
+        "processes on one host may share it.",
+    )
+    store_dsn: str | None = Field(
+        default=None,
+        description="PostgreSQL DSN of the proposal store shared by replicas (instead of SQLite).",
+    )
 
     @field_validator("agent_scopes")
     @classmethod

@@ -79,6 +79,32 @@ class IllegalTransition(ChartgateError):
     retryable = False
 
 
+class ReviewerUnauthenticated(ChartgateError):
+    """The reviewer's bearer token is missing or not valid (the violation's reason says which
+    check failed, e.g. `reviewer.expired`); get a fresh token from the configured issuer."""
+
+    status = grpc.StatusCode.UNAUTHENTICATED
+    reason = "reviewer.unauthenticated"
+    retryable = False
+
+
+class ReviewForbidden(ChartgateError):
+    """The reviewer may not decide this proposal: they hold none of the roles policy names."""
+
+    status = grpc.StatusCode.PERMISSION_DENIED
+    reason = "review.forbidden"
+    retryable = False
+
+
+class ReviewNotPossible(ChartgateError):
+    """The review cannot be done in the proposal's state: not held, expired, decided meanwhile,
+    or the payload reviewed is not the proposal's."""
+
+    status = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "review.not_possible"
+    retryable = False
+
+
 class AuditUnavailable(ChartgateError):
     """The audit log could not make a record durable; nothing after that step happened."""
 
@@ -134,6 +160,9 @@ ERRORS: tuple[type[ChartgateError], ...] = (
     IdempotencyConflict,
     ProposalNotFound,
     IllegalTransition,
+    ReviewerUnauthenticated,
+    ReviewForbidden,
+    ReviewNotPossible,
     AuditUnavailable,
     LedgerUnavailable,
     SidecarFault,

@@ -111,7 +111,7 @@ class Reason(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class Proposal(_message.Message):
-    __slots__ = ("proposal_id", "idempotency_key", "state", "tier", "reasons", "payload_sha256", "policy_revision", "fhir_id", "fhir_version", "resource_type", "tool", "trace_id", "created_at", "updated_at")
+    __slots__ = ("proposal_id", "idempotency_key", "state", "tier", "reasons", "payload_sha256", "policy_revision", "fhir_id", "fhir_version", "resource_type", "tool", "trace_id", "created_at", "updated_at", "approvals_required", "approvals_given", "expires_at", "supersedes", "superseded_by")
     PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +126,11 @@ class Proposal(_message.Message):
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_GIVEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDES_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_BY_FIELD_NUMBER: _ClassVar[int]
     proposal_id: str
     idempotency_key: str
     state: ProposalState
@@ -140,9 +145,20 @@ class Proposal(_message.Message):
     trace_id: str
     created_at: str
     updated_at: str
-    def __init__(self, proposal_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., state: _Optional[_Union[ProposalState, str]] = ..., tier: _Optional[_Union[Tier, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., payload_sha256: _Optional[str] = ..., policy_revision: _Optional[str] = ..., fhir_id: _Optional[str] = ..., fhir_version: _Optional[str] = ..., resource_type: _Optional[str] = ..., tool: _Optional[str] = ..., trace_id: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ...) -> None: ...
+    approvals_required: int
+    approvals_given: int
+    expires_at: str
+    supersedes: str
+    superseded_by: str
+    def __init__(self, proposal_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., state: _Optional[_Union[ProposalState, str]] = ..., tier: _Optional[_Union[Tier, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., payload_sha256: _Optional[str] = ..., policy_revision: _Optional[str] = ..., fhir_id: _Optional[str] = ..., fhir_version: _Optional[str] = ..., resource_type: _Optional[str] = ..., tool: _Optional[str] = ..., trace_id: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., approvals_required: _Optional[int] = ..., approvals_given: _Optional[int] = ..., expires_at: _Optional[str] = ..., supersedes: _Optional[str] = ..., superseded_by: _Optional[str] = ...) -> None: ...
 
 class GetProposalRequest(_message.Message):
+    __slots__ = ("proposal_id",)
+    PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
+    proposal_id: str
+    def __init__(self, proposal_id: _Optional[str] = ...) -> None: ...
+
+class WatchProposalRequest(_message.Message):
     __slots__ = ("proposal_id",)
     PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
     proposal_id: str

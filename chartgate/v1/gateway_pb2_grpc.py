@@ -44,6 +44,11 @@ class ToolGatewayStub:
                 request_serializer=chartgate_dot_v1_dot_gateway__pb2.GetProposalRequest.SerializeToString,
                 response_deserializer=chartgate_dot_v1_dot_gateway__pb2.Proposal.FromString,
                 _registered_method=True)
+        self.WatchProposal = channel.unary_stream(
+                '/chartgate.v1.ToolGateway/WatchProposal',
+                request_serializer=chartgate_dot_v1_dot_gateway__pb2.WatchProposalRequest.SerializeToString,
+                response_deserializer=chartgate_dot_v1_dot_gateway__pb2.Proposal.FromString,
+                _registered_method=True)
 
 
 class ToolGatewayServicer:
@@ -64,6 +69,15 @@ class ToolGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchProposal(self, request, context):
+        """Streams the proposal now, then each change of it (made by any process sharing the store),
+        and ends once it reaches a state it cannot leave without an operator (written, blocked,
+        rejected, expired, superseded, failed). Follow `superseded_by` to watch an amendment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ToolGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +89,11 @@ def add_ToolGatewayServicer_to_server(servicer, server):
             'GetProposal': grpc.unary_unary_rpc_method_handler(
                     servicer.GetProposal,
                     request_deserializer=chartgate_dot_v1_dot_gateway__pb2.GetProposalRequest.FromString,
+                    response_serializer=chartgate_dot_v1_dot_gateway__pb2.Proposal.SerializeToString,
+            ),
+            'WatchProposal': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchProposal,
+                    request_deserializer=chartgate_dot_v1_dot_gateway__pb2.WatchProposalRequest.FromString,
                     response_serializer=chartgate_dot_v1_dot_gateway__pb2.Proposal.SerializeToString,
             ),
     }
@@ -131,6 +150,33 @@ class ToolGateway:
             target,
             '/chartgate.v1.ToolGateway/GetProposal',
             chartgate_dot_v1_dot_gateway__pb2.GetProposalRequest.SerializeToString,
+            chartgate_dot_v1_dot_gateway__pb2.Proposal.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchProposal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/chartgate.v1.ToolGateway/WatchProposal',
+            chartgate_dot_v1_dot_gateway__pb2.WatchProposalRequest.SerializeToString,
             chartgate_dot_v1_dot_gateway__pb2.Proposal.FromString,
             options,
             channel_credentials,

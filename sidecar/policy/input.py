@@ -4,30 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 from chartgate.smart_scope import parse_scope
 from sidecar.config import SidecarConfig
-from sidecar.validation.fhir import ValidatedWrite
+from sidecar.storage.records import ProposalContext, ProposalRecord
 
-
-@dataclass(frozen=True, slots=True)
-class ProposalContext:
-    """What the agent said about the write, beside the resource itself."""
-
-    patient_id: str
-    encounter_id: str
-    purpose_of_use: str
-    on_behalf_of: str
-    model_version: str
-    prompt_version: str
-    confidence: float
-    mode: str
-    evidence_refs: Sequence[str]
-    trace_id: str
+__all__ = ["ProposalContext", "build_input"]
 
 
 @lru_cache(maxsize=64)
@@ -39,38 +24,41 @@ def _grants(scopes: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
 
 def build_input(
     config: SidecarConfig,
-    write: ValidatedWrite,
-    context: ProposalContext,
+    record: ProposalRecord,
     consents: Sequence[dict[str, Any]],
     now_ns: int | None = None,
 ) -> dict[str, Any]:
-    """The policy input. Times go in as integer ns plus RFC 3339 with a numeric offset, a form both
-    rego-cpp and OPA parse (rego-cpp 1.5.2 leaves a `Z` suffix undefined)."""
+    """The policy input for a stored proposal (everything comes from the record, so any process
+    sharing the store decides it the same way). Times go in as integer ns plus RFC 3339 with a
+    numeric offset. The agent's identity and scopes are the record's: the ones its agent held
+    when it proposed (this process's configuration only fills in a record that has none)."""
+    context = record.context
+    scopes = context.agent_scopes or tuple(config.agent_scopes)
     now_ns = time.time_ns() if now_ns is None else now_ns
     moment = datetime.fromtimestamp(now_ns / 1e9, tz=UTC)
     return {
         "time": {"now_ns": now_ns, "rfc3339": moment.isoformat(timespec="seconds")},
         "agent": {
-            "id": config.agent_id,
-            "tenant": config.tenant_id,
-            "scopes": list(config.agent_scopes),
-            "grants": list(_grants(config.agent_scopes)),
+            "id": record.agent_id,
+            "tenant": record.tenant_id,
+            "scopes": list(scopes),
+            "grants": list(_grants(scopes)),
         },
         "action": {
-            "tool": write.tool,
-            "operation": write.operation,
-            "resource_type": write.resource_type,
-            "target": write.target,
-            "fields": list(write.fields),
-            "summary": write.summary,
-            "payload_sha256": write.payload.sha256,
+            "tool": record.tool,
+            "operation": record.operation,
+            "resource_type": record.resource_type,
+            "target": record.target,
+            "fields": list(record.fields),
+            "summary": dict(record.summary),
+            "payload_sha256": record.payload_sha256,
         },
         "patient": {"id": context.patient_id},
         "encounter": {"id": context.encounter_id},
         "purpose_of_use": context.purpose_of_use,
         "on_behalf_of": context.on_behalf_of,
         "consents": list(consents),
-        "tenant": {"id": config.tenant_id},
+        "tenant": {"id": record.tenant_id},
         "model": {"version": context.model_version, "prompt_version": context.prompt_version},
         "confidence": context.confidence,
         "mode": context.mode,

@@ -35,7 +35,8 @@ TRANSITIONS: Final[Mapping[State, frozenset[State]]] = {
     State.PENDING_APPROVAL: frozenset(
         {State.APPROVED, State.REJECTED, State.EXPIRED, State.SUPERSEDED}
     ),
-    State.APPROVED: frozenset({State.SUBMITTED}),
+    # approved → expired: an approval whose window ended before its write was sent (issue 8).
+    State.APPROVED: frozenset({State.SUBMITTED, State.EXPIRED}),
     State.SUBMITTED: frozenset(
         {State.ACCEPTED, State.FAILED_RETRYABLE, State.FAILED_FINAL, State.AMBIGUOUS}
     ),

@@ -1,4 +1,11 @@
-"""The Propose pipeline: validate, record idempotently, decide, then hold, block or write, auditing each step."""
+"""The Propose pipeline and its steps, each a function of a stored proposal: validate, record, decide, hold or submit.
+
+`propose` is what an agent calls. `decide`, `submit` and `resume` take a ProposalRecord as the
+store holds it, so any process sharing the store can continue any proposal: the replica a
+reviewer's approval reached, the agent's retry, a restart. Every step is audited before its
+effect: a decision is durable in the audit log before the store moves, a token's record before the
+write leaves (issue 7, 8).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,11 @@ import contextlib
 import hashlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Protocol, TypeVar
 
 import grpc
 
@@ -24,19 +33,29 @@ from sidecar.errors import (
     ProposalNotFound,
 )
 from sidecar.policy.engine import Decision, PolicyEngine, Tier, deny
-from sidecar.policy.input import ProposalContext, build_input
+from sidecar.policy.input import build_input
 from sidecar.proposals.lifecycle import State
-from sidecar.storage.ledger import Ledger, ProposalRecord
+from sidecar.storage.records import ProposalContext, ProposalRecord
+from sidecar.storage.store import ProposalStore
 from sidecar.tokens.mint import TokenMinter, WriteGrant
 from sidecar.validation.fhir import ValidatedWrite, validate_write
 from sidecar.validation.request import validate_request_fields
 
 log = logging.getLogger("chartgate.sidecar")
 
-_SCOPE_LETTER = {"create": "c", "update": "u"}
-_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+_SCOPE_LETTER: Final = {"create": "c", "update": "u"}
+_RETRYABLE: Final = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# When a held proposal's wait is escalated: this share of its approval window in.
+ESCALATE_AT_FRACTION: Final = 0.75
 
 T = TypeVar("T")
+
+try:  # PostgreSQL is optional; its errors are storage errors too when it is installed.
+    import psycopg
+
+    _STORAGE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+except ImportError:  # pragma: no cover - the driver is a dependency, but a store need not use it
+    _STORAGE_ERRORS = (sqlite3.Error,)
 
 
 class AuditSink(Protocol):
@@ -65,28 +84,63 @@ def proposal_id_for(tenant_id: str, agent_id: str, idempotency_key: str) -> str:
     return f"pr-{digest[:32]}"
 
 
+def rfc3339(moment: datetime) -> str:
+    """The store's timestamp format (sorts as text in time order)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def guard_storage(call: Callable[[], T]) -> T:
+    """Run a store call; a storage failure is `ledger.unavailable` (retryable), not a crash."""
+    try:
+        return call()
+    except _STORAGE_ERRORS as exc:
+        log.error("proposal store failed: %s", type(exc).__name__)
+        raise LedgerUnavailable(
+            "the proposal ledger is unavailable; retry with the same idempotency key"
+        ) from None
+
+
 class ProposalService:
-    """The policy enforcement point for one agent (identity and scopes from configuration)."""
+    """The policy enforcement point for one agent (identity and scopes from configuration), and the
+    steps any process sharing the store uses to continue a proposal."""
 
     def __init__(
         self,
         config: SidecarConfig,
-        ledger: Ledger,
+        store: ProposalStore,
         engine: PolicyEngine,
         consents: ConsentDirectory,
         minter: TokenMinter,
         adapter: AdapterPort,
         audit: AuditSink,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
-        self._ledger = ledger
+        self._store = store
         self._engine = engine
         self._consents = consents
         self._minter = minter
         self._adapter = adapter
         self._audit = audit
+        self._clock = clock
 
-    def _audit_append(self, kind: str, body: Mapping[str, Any], *, durable: bool = True) -> None:
+    @property
+    def store(self) -> ProposalStore:
+        return self._store
+
+    @property
+    def config(self) -> SidecarConfig:
+        return self._config
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), tz=UTC)
+
+    def audit(self, kind: str, body: Mapping[str, Any], *, durable: bool = True) -> None:
         """Append an audit record; a log that cannot take it stops the proposal here, retryable:
         nothing after this step happens unaudited (docs/errors.md, `audit.unavailable`)."""
         try:
@@ -98,8 +152,11 @@ class ProposalService:
                 "retry with the same idempotency key"
             ) from None
 
+    # --- the agent's calls ---------------------------------------------------------------------
+
     def get(self, proposal_id: str) -> ProposalRecord:
-        record = self._guard_ledger(lambda: self._ledger.get(proposal_id))
+        """A proposal of this agent (another agent's is as good as absent)."""
+        record = guard_storage(lambda: self._store.get(proposal_id))
         if (
             record is None
             or record.agent_id != self._config.agent_id
@@ -108,46 +165,15 @@ class ProposalService:
             raise ProposalNotFound("no proposal with this id exists for this agent")
         return record
 
-    @staticmethod
-    def _guard_ledger(call: Callable[[], T]) -> T:
-        """Run a ledger call; a storage failure is `ledger.unavailable` (retryable), not a crash."""
-        try:
-            return call()
-        except sqlite3.Error as exc:
-            log.error("ledger failed: %s", type(exc).__name__)
-            raise LedgerUnavailable(
-                "the proposal ledger is unavailable; retry with the same idempotency key"
-            ) from None
-
     def propose(self, command: ProposeCommand) -> ProposalRecord:
         try:
             write = self._validate(command)
         except InvalidProposal as exc:
-            # What was refused, by field name and reason code; never a value the agent sent
-            # (the key and trace id only once they passed validation). Not made durable on its
-            # own (a refusal has no effect; the next durable record covers it), so a flood of
-            # malformed requests cannot make every one cost an fsync; and if the log cannot take
-            # it, the agent still learns what to fix.
-            fields = {v.field for v in exc.violations}
-            with contextlib.suppress(AuditUnavailable):
-                self._audit_append(
-                    "proposal.invalid",
-                    {
-                        "agent": self._config.agent_id,
-                        "tenant": self._config.tenant_id,
-                        "idempotency_key": ""
-                        if "idempotency_key" in fields
-                        else command.idempotency_key,
-                        "trace_id": "" if "trace_id" in fields else command.context.trace_id,
-                        "fields": sorted(fields)[:50],
-                        "reasons": sorted({v.reason for v in exc.violations})[:50],
-                    },
-                    durable=False,
-                )
+            self._audit_refusal(command, exc)
             raise
         ctx = command.context
-        record, created = self._guard_ledger(
-            lambda: self._ledger.insert_or_get(
+        record, created = guard_storage(
+            lambda: self._store.insert_or_get(
                 ProposalRecord(
                     proposal_id=proposal_id_for(
                         self._config.tenant_id, self._config.agent_id, command.idempotency_key
@@ -158,70 +184,45 @@ class ProposalService:
                     payload_sha256=write.payload.sha256,
                     payload=write.payload.canonical,
                     tool=write.tool,
+                    operation=write.operation,
                     resource_type=write.resource_type,
                     target=write.target,
                     patient_id=ctx.patient_id,
                     encounter_id=ctx.encounter_id,
                     trace_id=ctx.trace_id,
-                    # Validation ran before the ledger saw the proposal, so it enters as validated.
+                    # Validation ran before the store saw the proposal, so it enters validated.
                     state=State.VALIDATED,
+                    context=replace(ctx, agent_scopes=tuple(self._config.agent_scopes)),
+                    fields=write.fields,
+                    summary=write.summary,
                 )
             )
         )
         if not created:
             return self._replay(record, write, ctx)
-        return self._decide_and_act(record, write, ctx)
+        return self.decide(record)
 
-    def _decide_and_act(
-        self, record: ProposalRecord, write: ValidatedWrite, ctx: ProposalContext
-    ) -> ProposalRecord:
-        """From `validated` on: audit the proposal, decide, then hold, block or write it."""
-        self._audit_append(
-            "proposal.received",
-            {
-                "proposal_id": record.proposal_id,
-                "agent": record.agent_id,
-                "tenant": record.tenant_id,
-                "idempotency_key": record.idempotency_key,
-                "tool": record.tool,
-                "resource_type": record.resource_type,
-                "target": record.target,
-                "fields": list(write.fields),
-                "patient": ctx.patient_id,
-                "encounter": ctx.encounter_id,
-                "purpose_of_use": ctx.purpose_of_use,
-                "on_behalf_of": ctx.on_behalf_of,
-                "model_version": ctx.model_version,
-                "prompt_version": ctx.prompt_version,
-                "confidence": ctx.confidence,
-                "mode": ctx.mode,
-                "evidence_refs": list(ctx.evidence_refs),
-                "trace_id": ctx.trace_id,
-                "payload_sha256": record.payload_sha256,
-            },
-            # Made durable by the policy.decision append that always follows (group commit).
-            durable=False,
-        )
-        decision = self._decide(write, ctx)
-        record = self._apply_decision(record, decision)
-        if record.state is State.APPROVED:
-            ttl = decision.obligations.get("token_ttl_seconds")
-            record = self._submit(record, write, ctx, ttl if isinstance(ttl, int) else None)
-        return record
-
-    def _decide(self, write: ValidatedWrite, ctx: ProposalContext) -> Decision:
-        """Evaluate policy; engines never raise by contract, and if one does anyway, deny."""
-        try:
-            return self._engine.evaluate(
-                build_input(self._config, write, ctx, self._consents.for_patient(ctx.patient_id))
-            )
-        except Exception as exc:  # fail closed on any engine defect
-            log.exception("policy engine raised; denying")
-            return deny(
-                "policy.engine_error",
-                f"the policy engine failed ({type(exc).__name__}); denying",
-                revision=getattr(self._engine, "revision", "unknown"),
-                engine=getattr(self._engine, "name", "unknown"),
+    def _audit_refusal(self, command: ProposeCommand, exc: InvalidProposal) -> None:
+        """What was refused, by field name and reason code; never a value the agent sent (the key
+        and trace id only once they passed validation). Not made durable on its own (a refusal
+        has no effect; the next durable record covers it), so a flood of malformed requests
+        cannot make every one cost an fsync; if the log cannot take it, the agent still learns
+        what to fix."""
+        fields = {v.field for v in exc.violations}
+        with contextlib.suppress(AuditUnavailable):
+            self.audit(
+                "proposal.invalid",
+                {
+                    "agent": self._config.agent_id,
+                    "tenant": self._config.tenant_id,
+                    "idempotency_key": ""
+                    if "idempotency_key" in fields
+                    else command.idempotency_key,
+                    "trace_id": "" if "trace_id" in fields else command.context.trace_id,
+                    "fields": sorted(fields)[:50],
+                    "reasons": sorted({v.reason for v in exc.violations})[:50],
+                },
+                durable=False,
             )
 
     def _validate(self, command: ProposeCommand) -> ValidatedWrite:
@@ -254,10 +255,7 @@ class ProposalService:
         self, existing: ProposalRecord, write: ValidatedWrite, ctx: ProposalContext
     ) -> ProposalRecord:
         """Same key again: the same proposal if it is the same write, else a clear refusal. A
-        proposal left `validated` (a failure between the ledger insert and the decision: the
-        audit log was unavailable, the process died) is decided now, so it never stays there,
-        and one left `approved` is sent; compare-and-set lets only one of several concurrent
-        retries move it."""
+        proposal a failure stopped part way is continued (`resume`), so it never stays there."""
         same = (
             existing.payload_sha256 == write.payload.sha256
             and existing.tool == write.tool
@@ -265,7 +263,7 @@ class ProposalService:
             and existing.patient_id == ctx.patient_id
             and existing.encounter_id == ctx.encounter_id
         )
-        self._audit_append(
+        self.audit(
             "proposal.replayed" if same else "proposal.key_conflict",
             {
                 "proposal_id": existing.proposal_id,
@@ -279,19 +277,74 @@ class ProposalService:
                 f"this idempotency key was already used for a different write (proposal "
                 f"{existing.proposal_id}); use a new key for a new write"
             )
+        return self.resume(existing)
+
+    # --- steps on a stored proposal -----------------------------------------------------------
+
+    def resume(self, record: ProposalRecord) -> ProposalRecord:
+        """Take a stored proposal to its next step, whichever process left it: decide one left
+        `validated`, send one left `approved`. Compare-and-set lets exactly one of several
+        processes move it; the others report where it got to."""
         try:
-            if existing.state is State.VALIDATED:
-                return self._decide_and_act(existing, write, ctx)
-            if existing.state is State.APPROVED:
-                # Decided and audited, never sent (the token record or the process failed in
-                # between): send it now, with the configured token lifetime (the decision's
-                # obligations are not stored yet; policy may only shorten it).
-                return self._submit(existing, write, ctx, None)
+            if record.state is State.VALIDATED:
+                return self.decide(record)
+            if record.state is State.APPROVED:
+                return self.submit(record)
         except IllegalTransition:
-            # Another attempt moved it first; report where it is.
-            current = self._guard_ledger(lambda: self._ledger.get(existing.proposal_id))
-            return current if current is not None else existing
-        return existing
+            current = guard_storage(lambda: self._store.get(record.proposal_id))
+            return current if current is not None else record
+        return record
+
+    def decide(self, record: ProposalRecord) -> ProposalRecord:
+        """From `validated`: audit the proposal, evaluate policy, then hold, block or submit."""
+        ctx = record.context
+        self.audit(
+            "proposal.received",
+            {
+                "proposal_id": record.proposal_id,
+                "agent": record.agent_id,
+                "tenant": record.tenant_id,
+                "idempotency_key": record.idempotency_key,
+                "tool": record.tool,
+                "resource_type": record.resource_type,
+                "target": record.target,
+                "fields": list(record.fields),
+                "patient": ctx.patient_id,
+                "encounter": ctx.encounter_id,
+                "purpose_of_use": ctx.purpose_of_use,
+                "on_behalf_of": ctx.on_behalf_of,
+                "model_version": ctx.model_version,
+                "prompt_version": ctx.prompt_version,
+                "confidence": ctx.confidence,
+                "mode": ctx.mode,
+                "evidence_refs": list(ctx.evidence_refs),
+                "trace_id": ctx.trace_id,
+                "payload_sha256": record.payload_sha256,
+                "supersedes": record.supersedes,
+            },
+            # Made durable by the policy.decision append that always follows (group commit).
+            durable=False,
+        )
+        decision = self._evaluate(record)
+        record = self._apply_decision(record, decision)
+        if record.state is State.APPROVED:
+            record = self.submit(record)
+        return record
+
+    def _evaluate(self, record: ProposalRecord) -> Decision:
+        """Evaluate policy; engines never raise by contract, and if one does anyway, deny."""
+        try:
+            return self._engine.evaluate(
+                build_input(self._config, record, self._consents.for_patient(record.patient_id))
+            )
+        except Exception as exc:  # fail closed on any engine defect
+            log.exception("policy engine raised; denying")
+            return deny(
+                "policy.engine_error",
+                f"the policy engine failed ({type(exc).__name__}); denying",
+                revision=getattr(self._engine, "revision", "unknown"),
+                engine=getattr(self._engine, "name", "unknown"),
+            )
 
     def _apply_decision(self, record: ProposalRecord, decision: Decision) -> ProposalRecord:
         if not decision.allow or decision.tier is Tier.BLOCKED:
@@ -303,9 +356,12 @@ class ProposalService:
         reasons = tuple(
             {"code": r.code, "message": r.message, "rule": r.rule} for r in decision.reasons
         )
-        # The decision record is made durable before the ledger moves: a proposal never leaves
+        held: dict[str, Any] = {}
+        if target is State.PENDING_APPROVAL:
+            held = self._approval_window(decision)
+        # The decision record is made durable before the store moves: a proposal never leaves
         # `validated` without its decision in the audit log, so nothing is written undecided.
-        self._audit_append(
+        self.audit(
             "policy.decision",
             {
                 "proposal_id": record.proposal_id,
@@ -315,46 +371,81 @@ class ProposalService:
                 "policy_revision": decision.revision,
                 "engine": decision.engine,
                 "state": target.value,
+                "approvals_required": held.get("approvals_required", 0),
+                "approver_roles": list(held.get("approver_roles", ())),
+                "expires_at": held.get("expires_at", ""),
             },
         )
-        updated = self._guard_ledger(
-            lambda: self._ledger.transition(
+        return guard_storage(
+            lambda: self._store.transition(
                 record.proposal_id,
                 State.VALIDATED,
                 target,
                 tier=decision.tier.value,
                 reasons=reasons,
                 policy_revision=decision.revision,
+                obligations=dict(decision.obligations),
+                **held,
             )
         )
-        return updated
 
-    def _submit(
-        self,
-        record: ProposalRecord,
-        write: ValidatedWrite,
-        ctx: ProposalContext,
-        ttl: int | None,
-    ) -> ProposalRecord:
-        """From `approved`: mint a one-write token, record the submission, write, record what
-        came of it. The move to `submitted` happens before the write leaves (compare-and-set),
-        so of several processes resuming one approved proposal exactly one sends it."""
-        scope = f"patient/{write.resource_type}.{_SCOPE_LETTER[write.operation]}"
+    def _approval_window(self, decision: Decision) -> dict[str, Any]:
+        """What a held proposal needs, from the decision's obligations: how many approvals, by
+        whom, until when. Missing or odd obligations fall back to the strictest reading."""
+        obligations = decision.obligations
+        required = obligations.get("approvals_required")
+        if not isinstance(required, int) or isinstance(required, bool) or required < 1:
+            required = 2 if decision.tier is Tier.DUAL_APPROVAL else 1
+        if decision.tier is Tier.DUAL_APPROVAL:
+            required = max(required, 2)
+        roles = obligations.get("approver_roles")
+        approver_roles = tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else ()
+        expiry = obligations.get("approval_expiry_seconds")
+        seconds = expiry if isinstance(expiry, int) and not isinstance(expiry, bool) else 0
+        seconds = max(1, seconds) if seconds else 3600
+        now = self.now()
+        return {
+            "approvals_required": required,
+            "approver_roles": approver_roles,
+            "expires_at": rfc3339(now + timedelta(seconds=seconds)),
+            "escalate_at": rfc3339(now + timedelta(seconds=seconds * ESCALATE_AT_FRACTION)),
+        }
+
+    def submit(self, record: ProposalRecord) -> ProposalRecord:
+        """From `approved`: mint a one-write token, record it, move to `submitted` (before the
+        write leaves: of several processes resuming one approved proposal exactly one sends it),
+        write, record what came of it."""
+        ttl = record.obligations.get("token_ttl_seconds")
+        ttl_seconds = ttl if isinstance(ttl, int) and not isinstance(ttl, bool) else None
+        approval_ids: tuple[str, ...] = ()
+        if record.tier in (Tier.APPROVAL.value, Tier.DUAL_APPROVAL.value):
+            approvals = guard_storage(lambda: self._store.approvals(record.proposal_id))
+            approval_ids = tuple(
+                a.approval_id for a in approvals if a.payload_sha256 == record.payload_sha256
+            )
+            if record.expires_at:
+                # A token never outlives the approval it carries; none is minted once it ended.
+                remaining = int((parse_time(record.expires_at) - self.now()).total_seconds())
+                if remaining < 1:
+                    return self._approval_lapsed(record)
+                ttl_seconds = remaining if ttl_seconds is None else min(ttl_seconds, remaining)
+        scope = f"patient/{record.resource_type}.{_SCOPE_LETTER.get(record.operation, '?')}"
         minted = self._minter.mint(
             WriteGrant(
                 proposal_id=record.proposal_id,
                 tenant_id=record.tenant_id,
                 agent_id=record.agent_id,
-                on_behalf_of=ctx.on_behalf_of,
-                patient_id=ctx.patient_id,
+                on_behalf_of=record.context.on_behalf_of,
+                patient_id=record.patient_id,
                 scope=scope,
-                operation=write.operation,
-                target=write.target,
+                operation=record.operation,
+                target=record.target,
                 payload_sha256=record.payload_sha256,
+                approvals=approval_ids,
             ),
-            ttl_seconds=ttl,
+            ttl_seconds=ttl_seconds,
         )
-        self._audit_append(
+        self.audit(
             "token.minted",
             {
                 "proposal_id": record.proposal_id,
@@ -363,11 +454,12 @@ class ProposalService:
                 "scope": scope,
                 "expires_at": minted.expires_at,
                 "payload_sha256": record.payload_sha256,
+                "approvals": list(approval_ids),
                 "policy_revision": record.policy_revision,
             },
         )
-        record = self._guard_ledger(
-            lambda: self._ledger.transition(record.proposal_id, State.APPROVED, State.SUBMITTED)
+        record = guard_storage(
+            lambda: self._store.transition(record.proposal_id, State.APPROVED, State.SUBMITTED)
         )
         outcome = self._adapter.write(minted.token, record.payload)
         if outcome.ok:
@@ -384,8 +476,8 @@ class ProposalService:
                 *record.reasons,
                 {"code": outcome.reason, "message": outcome.message, "rule": "adapter"},
             )
-        updated = self._guard_ledger(
-            lambda: self._ledger.transition(
+        updated = guard_storage(
+            lambda: self._store.transition(
                 record.proposal_id,
                 State.SUBMITTED,
                 target,
@@ -394,7 +486,7 @@ class ProposalService:
                 reasons=reasons,
             )
         )
-        self._audit_append(
+        self.audit(
             "write.outcome",
             {
                 "proposal_id": record.proposal_id,
@@ -409,3 +501,27 @@ class ProposalService:
             },
         )
         return updated
+
+    def _approval_lapsed(self, record: ProposalRecord) -> ProposalRecord:
+        """An approved proposal whose approval window ended before it was sent: no token is
+        minted and nothing is written; it expires, with a reason the agent can read."""
+        self.audit(
+            "proposal.expired",
+            {"proposal_id": record.proposal_id, "expires_at": record.expires_at, "state": "approved"},
+        )
+        return guard_storage(
+            lambda: self._store.transition(
+                record.proposal_id,
+                State.APPROVED,
+                State.EXPIRED,
+                reasons=(
+                    *record.reasons,
+                    {
+                        "code": "approval.lapsed",
+                        "message": "the approval window ended before the write was sent; "
+                        "nothing was written",
+                        "rule": "review",
+                    },
+                ),
+            )
+        )

@@ -19,7 +19,8 @@ from sidecar.consent import ConsentDirectory
 from sidecar.policy.engine import Decision, PolicyEngine
 from sidecar.proposals.service import AuditSink, ProposalService
 from sidecar.server.gateway import SERVICE_NAME, ToolGatewayService, add_gateway
-from sidecar.storage.ledger import Ledger
+from sidecar.storage.sqlite.store import SqliteStore
+from sidecar.storage.store import ProposalStore
 from sidecar.tokens.mint import TokenMinter
 from sidecar.validation.fhir import preload_models
 
@@ -94,15 +95,25 @@ class Sidecar:
     """A running sidecar's parts, so tests and the demo can start and stop it in-process."""
 
     service: ProposalService
-    ledger: Ledger
+    store: ProposalStore
     audit: AuditLog
     adapter: AdapterClient
     engine: PolicyEngine
 
     def close(self) -> None:
         self.adapter.close()
-        self.ledger.close()
+        self.store.close()
         self.audit.close()
+
+
+def open_store(config: SidecarConfig, layout: WorkdirLayout) -> ProposalStore:
+    """The shared proposal store: PostgreSQL when `store_dsn` is set, else SQLite in the workdir
+    (or at `store_path`, a file several processes on one host may share)."""
+    if config.store_dsn:
+        from sidecar.storage.postgres.store import PostgresStore
+
+        return PostgresStore(config.store_dsn)
+    return SqliteStore(config.store_path or layout.ledger)
 
 
 def assemble(
@@ -126,7 +137,7 @@ def assemble(
         if audit_key_path
         else keys.load_or_create(layout.audit_key, "audit")
     )
-    ledger = Ledger(layout.ledger)
+    store = open_store(config, layout)
     audit = AuditLog(layout.audit_log, audit_key)
     engine = engine or build_engine(config, audit)
     adapter = AdapterClient(config.adapter_target, config.adapter_timeout_seconds)
@@ -137,9 +148,9 @@ def assemble(
         ttl_seconds=config.token_ttl_seconds,
     )
     service = ProposalService(
-        config, ledger, engine, ConsentDirectory(config.consents_file), minter, adapter, audit
+        config, store, engine, ConsentDirectory(config.consents_file), minter, adapter, audit
     )
-    return Sidecar(service=service, ledger=ledger, audit=audit, adapter=adapter, engine=engine)
+    return Sidecar(service=service, store=store, audit=audit, adapter=adapter, engine=engine)
 
 
 def serve(

@@ -10,8 +10,9 @@ requests themselves.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -19,9 +20,10 @@ from google.protobuf.message import DecodeError, Message
 from chartgate.rpc_errors import abort
 from chartgate.v1 import gateway_pb2
 from sidecar.errors import ChartgateError, SidecarFault, UnparseableRequest
-from sidecar.policy.input import ProposalContext
+from sidecar.proposals.lifecycle import State
 from sidecar.proposals.service import ProposalService, ProposeCommand
-from sidecar.storage.ledger import ProposalRecord
+from sidecar.review.service import approvals_counted
+from sidecar.storage.records import ProposalContext, ProposalRecord
 
 log = logging.getLogger("chartgate.sidecar")
 
@@ -47,7 +49,28 @@ class Unparseable:
     """A request body that is not a valid message of the method's type."""
 
 
-def to_message(record: ProposalRecord) -> gateway_pb2.Proposal:
+# States a proposal leaves only through an operator (or never): a watch ends there.
+SETTLED: Final = frozenset(
+    {
+        State.BLOCKED,
+        State.REJECTED,
+        State.EXPIRED,
+        State.SUPERSEDED,
+        State.ACCEPTED,
+        State.FAILED_FINAL,
+        State.DEAD_LETTERED,
+        State.RECONCILED,
+        State.MISMATCH,
+        State.INVALID,
+    }
+)
+WATCH_POLL_SECONDS: Final = 0.2
+# A watch holds one of the server's worker threads: it ends after this long even if the proposal
+# has not settled (a held one may wait a day), and the agent watches again.
+WATCH_MAX_SECONDS: Final = 300.0
+
+
+def to_message(record: ProposalRecord, approvals_given: int = 0) -> gateway_pb2.Proposal:
     return gateway_pb2.Proposal(
         proposal_id=record.proposal_id,
         idempotency_key=record.idempotency_key,
@@ -66,7 +89,20 @@ def to_message(record: ProposalRecord) -> gateway_pb2.Proposal:
         trace_id=record.trace_id,
         created_at=record.created_at,
         updated_at=record.updated_at,
+        approvals_required=record.approvals_required,
+        approvals_given=approvals_given,
+        expires_at=record.expires_at,
+        supersedes=record.supersedes,
+        superseded_by=record.superseded_by,
     )
+
+
+def proposal_message(service: ProposalService, record: ProposalRecord) -> gateway_pb2.Proposal:
+    """A record as the agent sees it, with the approvals counted while it is held."""
+    given = 0
+    if record.state is State.PENDING_APPROVAL:
+        given = approvals_counted(record, service.store.approvals(record.proposal_id))
+    return to_message(record, given)
 
 
 class ToolGatewayService:
@@ -105,7 +141,7 @@ class ToolGatewayService:
         log.info(
             "proposal %s state=%s tier=%s", record.proposal_id, record.state.value, record.tier
         )
-        return to_message(record)
+        return _guard(context, lambda: proposal_message(self._service, record))
 
     def GetProposal(
         self, request: gateway_pb2.GetProposalRequest | Unparseable, context: grpc.ServicerContext
@@ -115,7 +151,34 @@ class ToolGatewayService:
                 raise _unparseable("GetProposalRequest")
             return self._service.get(request.proposal_id[:256])
 
-        return to_message(_guard(context, run))
+        record = _guard(context, run)
+        return _guard(context, lambda: proposal_message(self._service, record))
+
+    def WatchProposal(  # noqa: N802 - the gRPC method name
+        self, request: gateway_pb2.WatchProposalRequest | Unparseable, context: grpc.ServicerContext
+    ) -> Iterator[gateway_pb2.Proposal]:
+        """The proposal now, then each change, read from the shared store (so a change made by
+        another process is seen), until it settles or the caller goes away."""
+
+        def first() -> ProposalRecord:
+            if isinstance(request, Unparseable):
+                raise _unparseable("WatchProposalRequest")
+            return self._service.get(request.proposal_id[:256])
+
+        record = _guard(context, first)
+        seen = ""
+        deadline = time.monotonic() + WATCH_MAX_SECONDS
+        while context.is_active() and time.monotonic() < deadline:
+            stamp = f"{record.state.value}|{record.updated_at}"
+            if stamp != seen:
+                seen = stamp
+                current = record
+                yield _guard(context, lambda: proposal_message(self._service, current))
+            if record.state in SETTLED:
+                return
+            time.sleep(WATCH_POLL_SECONDS)
+            proposal_id = record.proposal_id
+            record = _guard(context, lambda: self._service.get(proposal_id))
 
 
 def _unparseable(message_type: str) -> UnparseableRequest:
@@ -146,6 +209,11 @@ def add_gateway(servicer: ToolGatewayService, server: grpc.Server) -> None:
         "GetProposal": grpc.unary_unary_rpc_method_handler(
             servicer.GetProposal,
             request_deserializer=_parser(gateway_pb2.GetProposalRequest),
+            response_serializer=gateway_pb2.Proposal.SerializeToString,
+        ),
+        "WatchProposal": grpc.unary_stream_rpc_method_handler(
+            servicer.WatchProposal,
+            request_deserializer=_parser(gateway_pb2.WatchProposalRequest),
             response_serializer=gateway_pb2.Proposal.SerializeToString,
         ),
     }

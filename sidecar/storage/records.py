@@ -24,7 +24,9 @@ def utc_now() -> str:
 
 @dataclass(frozen=True, slots=True)
 class ProposalContext:
-    """What the agent said about the write, beside the resource itself."""
+    """What the agent said about the write, beside the resource itself, and the scopes the agent
+    held when it proposed it (from its sidecar's configuration), so any process can rebuild the
+    policy input of any agent's proposal (an amendment decided on another replica)."""
 
     patient_id: str
     encounter_id: str
@@ -36,6 +38,7 @@ class ProposalContext:
     mode: str
     evidence_refs: Sequence[str]
     trace_id: str
+    agent_scopes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +52,7 @@ class ProposalContext:
             "mode": self.mode,
             "evidence_refs": list(self.evidence_refs),
             "trace_id": self.trace_id,
+            "agent_scopes": list(self.agent_scopes),
         }
 
     @classmethod
@@ -64,6 +68,7 @@ class ProposalContext:
             mode=str(value.get("mode", "live")),
             evidence_refs=tuple(str(r) for r in value.get("evidence_refs", ())),
             trace_id=str(value.get("trace_id", "")),
+            agent_scopes=tuple(str(s) for s in value.get("agent_scopes", ())),
         )
 
 

@@ -30,6 +30,9 @@ class WriteGrant:
     operation: str
     target: str
     payload_sha256: str
+    # The approvals that let this write happen (empty for an autonomous one): the token is
+    # bound to them and to the payload they approved.
+    approvals: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +55,8 @@ class TokenMinter:
         self._header = {"alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": key.kid}
 
     def mint(self, grant: WriteGrant, ttl_seconds: int | None = None) -> MintedToken:
-        """Mint a token for exactly this grant; policy may shorten (never lengthen) its lifetime."""
+        """Mint a token for exactly this grant; policy (or an approval's expiry) may shorten its
+        lifetime, never lengthen it."""
         ttl = self._ttl if ttl_seconds is None else max(1, min(ttl_seconds, self._ttl))
         now = int(time.time())
         jti = uuid.uuid4().hex
@@ -77,6 +81,7 @@ class TokenMinter:
                     "operation": grant.operation,
                     "target": grant.target,
                     "payload_sha256": grant.payload_sha256,
+                    "approvals": list(grant.approvals),
                 }
             ],
         }

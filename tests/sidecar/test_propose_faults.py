@@ -24,11 +24,11 @@ from sidecar.config import SidecarConfig
 from sidecar.consent import ConsentDirectory
 from sidecar.errors import AuditUnavailable, LedgerUnavailable
 from sidecar.policy.embedded import EmbeddedEngine
-from sidecar.policy.input import ProposalContext
+from sidecar.storage.records import ProposalContext
 from sidecar.policy.library import shipped_policy_dir
 from sidecar.proposals.lifecycle import State
 from sidecar.proposals.service import ProposalService, ProposeCommand
-from sidecar.storage.ledger import Ledger
+from sidecar.storage.sqlite.store import SqliteStore as Ledger
 from sidecar.tokens.mint import TokenMinter
 
 PATIENT = "p-123"
