@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from chartgate.devissuer.issuer import DEFAULT_AUDIENCE as REVIEW_AUDIENCE
+from chartgate.devissuer.issuer import DevIssuer
 from chartgate.stack import Stack, start_stack
 from chartgate.v1 import gateway_pb2
 from sidecar.audit.verify import verify_command
@@ -58,9 +60,18 @@ def demo_sidecar_config(workdir: Path, policy_dir: Path) -> dict[str, Any]:
             indent=2,
         )
     )
+    issuer = DevIssuer(workdir / "dev-issuer")
     return {
         "agent_id": AGENT,
         "tenant_id": TENANT,
+        # Reviewers sign in at the development issuer (chartgate/devissuer; not a product).
+        "reviewer_issuers": [
+            {
+                "issuer": issuer.issuer,
+                "audience": REVIEW_AUDIENCE,
+                "jwks_file": str(issuer.jwks_path),
+            }
+        ],
         "agent_scopes": [
             "patient/Patient.u",
             "patient/Observation.c",

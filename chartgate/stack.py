@@ -59,6 +59,9 @@ class Stack:
     fhir_base: str = ""
     adapter_target: str = ""
     sidecar_target: str = ""
+    review_target: str = ""
+    # Every sidecar started, by name: (ToolGateway target, Review target).
+    sidecars: dict[str, tuple[str, str]] = field(default_factory=dict)
     processes: list[Process] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -156,29 +159,38 @@ def start_adapter(stack: Stack, fhir_base: str | None = None) -> None:
     _wait(process, lambda: grpc_serving(stack.adapter_target))
 
 
-def start_sidecar(stack: Stack, config: Mapping[str, Any]) -> None:
-    """Start the sidecar with `config` (SidecarConfig fields; adapter_target filled in)."""
+def start_sidecar(stack: Stack, config: Mapping[str, Any], name: str = "sidecar") -> None:
+    """Start a sidecar with `config` (SidecarConfig fields; adapter_target filled in, and a free
+    port for the Review API when the config names reviewer issuers but no `review_listen`).
+
+    The first sidecar keeps its state in the stack's workdir; another (a second replica sharing
+    the store, say) in `workdir/<name>`, signing tokens with the stack's token key, which the
+    adapter trusts.
+    """
     port = free_port()
-    config_path = stack.workdir / "sidecar.json"
+    workdir = stack.workdir if name == "sidecar" else stack.workdir / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / f"{name}.json"
+    values = {"adapter_target": stack.adapter_target, **config}
+    if values.get("reviewer_issuers") and not values.get("review_listen"):
+        values["review_listen"] = f"127.0.0.1:{free_port()}"
     # Relative paths mean "from here"; the sidecar would read them against the config file's
     # directory, so they are written absolute.
-    settings = SidecarConfig.model_validate({"adapter_target": stack.adapter_target, **config})
+    settings = SidecarConfig.model_validate(values)
     config_path.write_text(settings.resolved(Path.cwd()).model_dump_json(indent=2))
-    process = _spawn(
-        stack,
-        "sidecar",
-        [
-            "serve",
-            "--workdir",
-            str(stack.workdir),
-            "--config",
-            str(config_path),
-            "--listen",
-            f"127.0.0.1:{port}",
-        ],
-    )
-    stack.sidecar_target = f"127.0.0.1:{port}"
-    _wait(process, lambda: grpc_serving(stack.sidecar_target), deadline_seconds=60.0)
+    args = ["serve", "--workdir", str(workdir), "--config", str(config_path)]
+    args += ["--listen", f"127.0.0.1:{port}"]
+    if workdir != stack.workdir:
+        args += ["--token-key", str(stack.workdir / "keys" / "token-signing.jwk")]
+    process = _spawn(stack, name, args)
+    target = f"127.0.0.1:{port}"
+    _wait(process, lambda: grpc_serving(target), deadline_seconds=60.0)
+    review = settings.review_listen or ""
+    if review:
+        _wait(process, lambda: grpc_serving(review), deadline_seconds=30.0)
+    stack.sidecars[name] = (target, review)
+    if name == "sidecar":
+        stack.sidecar_target, stack.review_target = target, review
 
 
 def start_stack(workdir: Path, sidecar_config: Mapping[str, Any]) -> Stack:

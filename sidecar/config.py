@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chartgate.smart_scope import ScopeError, parse_scope
+from sidecar.review.auth import IssuerConfig
 from sidecar.validation.strict_json import loads_strict
 
 
@@ -60,6 +61,20 @@ class SidecarConfig(BaseModel):
         description="SQLite proposal store file (default WORKDIR/sidecar/ledger.sqlite3); several "
         "processes on one host may share it.",
     )
+    review_listen: str | None = Field(
+        default=None,
+        description="HOST:PORT of the Review API (chartgate.v1.Review) for reviewers; none: off.",
+    )
+    reviewer_issuers: tuple[IssuerConfig, ...] = Field(
+        default=(),
+        description="Issuers whose tokens reviewers present (docs/review-auth.md).",
+    )
+    sweep_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often this replica expires, escalates and resumes held and approved proposals.",
+    )
     store_dsn: str | None = Field(
         default=None,
         description="PostgreSQL DSN of the proposal store shared by replicas (instead of SQLite).",
@@ -96,6 +111,14 @@ class SidecarConfig(BaseModel):
             value = getattr(self, name)
             if value is not None and not value.is_absolute():
                 update[name] = base / value
+        issuers = tuple(
+            issuer.model_copy(update={"jwks_file": base / issuer.jwks_file})
+            if issuer.jwks_file is not None and not issuer.jwks_file.is_absolute()
+            else issuer
+            for issuer in self.reviewer_issuers
+        )
+        if issuers != self.reviewer_issuers:
+            update["reviewer_issuers"] = issuers
         return self.model_copy(update=update)
 
 

@@ -18,6 +18,7 @@ from sidecar.config import SidecarConfig
 from sidecar.consent import ConsentDirectory
 from sidecar.policy.engine import Decision, PolicyEngine
 from sidecar.proposals.service import AuditSink, ProposalService
+from sidecar.review.service import ReviewService
 from sidecar.server.gateway import SERVICE_NAME, ToolGatewayService, add_gateway
 from sidecar.storage.sqlite.store import SqliteStore
 from sidecar.storage.store import ProposalStore
@@ -153,6 +154,31 @@ def assemble(
     return Sidecar(service=service, store=store, audit=audit, adapter=adapter, engine=engine)
 
 
+class Sweeper:
+    """A daemon thread that expires, escalates and resumes proposals every `sweep_seconds`.
+    Every replica runs one; compare-and-set on the shared store makes each move happen once."""
+
+    def __init__(self, review: ReviewService, every_seconds: float) -> None:
+        self._review = review
+        self._every = every_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                self._review.sweep()
+            except Exception:  # the sweeper must outlive any failure; the next pass retries
+                log.exception("sweep failed")
+
+
 def serve(
     config: SidecarConfig,
     workdir: Path,
@@ -161,7 +187,8 @@ def serve(
     token_key: Path | None = None,
     audit_key: Path | None = None,
 ) -> None:
-    """Run the sidecar until SIGTERM or SIGINT."""
+    """Run the sidecar until SIGTERM or SIGINT: ToolGateway on `listen` (the agent's loopback),
+    the Review API on `review_listen` when configured, and the sweeper."""
     sidecar = assemble(config, workdir, token_key_path=token_key, audit_key_path=audit_key)
     gateway = ToolGatewayService(sidecar.service)
     server, port, _ = build_server(
@@ -169,7 +196,23 @@ def serve(
         lambda s: add_gateway(gateway, s),
         [SERVICE_NAME],
     )
-    server.start()
+    review = ReviewService(sidecar.service)
+    servers = [server]
+    if config.review_listen:
+        from sidecar.review.auth import ReviewerAuthenticator
+        from sidecar.review.server import SERVICE_NAME as REVIEW_SERVICE
+        from sidecar.review.server import ReviewServicer, add_review
+
+        servicer = ReviewServicer(review, ReviewerAuthenticator(config.reviewer_issuers))
+        review_server, review_port, _ = build_server(
+            config.review_listen, lambda s: add_review(servicer, s), [REVIEW_SERVICE]
+        )
+        servers.append(review_server)
+        log.info("Review API listening on port %d", review_port)
+    sweeper = Sweeper(review, config.sweep_seconds)
+    for running in servers:
+        running.start()
+    sweeper.start()
     log.info(
         "sidecar for agent %s listening on port %d, policy revision %s",
         config.agent_id,
@@ -180,5 +223,7 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-    server.stop(grace=5).wait()
+    sweeper.stop()
+    for running in servers:
+        running.stop(grace=5).wait()
     sidecar.close()
