@@ -102,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("path", type=Path, help="audit log (JSON Lines)")
     a.add_argument("--key", type=Path, required=True, help="public JWKS or JWK of the audit key(s)")
 
+    from sidecar.review.commands import add_review_parser
+
+    add_review_parser(sub)
+
     p = sub.add_parser("policy", help="policy tools")
     policy_sub = p.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     t = policy_sub.add_parser("test", help="run the *_test.rego tests on an in-process engine")
@@ -178,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sidecar.audit.verify import verify_command
 
         return verify_command(args.path, args.key)
+    if command == "review":
+        from sidecar.review.commands import review_command
+
+        return review_command(args)
     if command == "policy":
         from sidecar.policy.library import shipped_policy_dir
 

@@ -18,12 +18,15 @@ from chartgate.stack import Stack, start_stack
 from chartgate.v1 import gateway_pb2
 from sidecar.audit.verify import verify_command
 from sidecar.client import ChartgateClient, ProposalRefused
+from sidecar.proposals.service import proposal_id_for
+from sidecar.review.client import ReviewClient, ReviewRefused
 
 AGENT = "scribe-agent"
 TENANT = "st-mary"
 PATIENT = "demo-patient-1"
 OTHER_PATIENT = "demo-patient-2"
 LOINC = "http://loinc.org"
+APPROVAL_WINDOW_SECONDS = 8
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 
@@ -53,7 +56,13 @@ def demo_sidecar_config(workdir: Path, policy_dir: Path) -> dict[str, Any]:
         json.dumps(
             {
                 "chartgate_config": {
-                    "tenants": {TENANT: {"autonomous_vital_signs_min_confidence": 0.9}},
+                    "tenants": {
+                        TENANT: {
+                            "autonomous_vital_signs_min_confidence": 0.9,
+                            # Short, so the demo can show a proposal expiring while it waits.
+                            "approval_expiry_seconds": APPROVAL_WINDOW_SECONDS,
+                        }
+                    },
                     "switches": {"agents_off": [], "actions_off": [], "tenants_off": []},
                 }
             },
@@ -251,6 +260,8 @@ _OUTCOME = {
     gateway_pb2.PROPOSAL_STATE_ACCEPTED: "written",
     gateway_pb2.PROPOSAL_STATE_PENDING_APPROVAL: "held",
     gateway_pb2.PROPOSAL_STATE_BLOCKED: "blocked",
+    gateway_pb2.PROPOSAL_STATE_SUPERSEDED: "superseded",
+    gateway_pb2.PROPOSAL_STATE_EXPIRED: "expired",
 }
 
 
@@ -277,6 +288,118 @@ def _run_step(
         outcome = "unchanged" if same else "written again"
         detail = f"same proposal {proposal.proposal_id}, no new write ({detail})"
     return outcome, detail, proposal
+
+
+def _review_phase(stack: Stack, client: ChartgateClient) -> int:
+    """Reviewers decide what the agent's steps left held; returns the number of steps off."""
+    issuer = DevIssuer(stack.workdir / "dev-issuer")
+
+    def reviewer(subject: str, role: str) -> ReviewClient:
+        return ReviewClient(
+            stack.review_target,
+            issuer.mint(
+                subject, roles=[role], tenants=[TENANT], fhir_user=f"Practitioner/{subject}"
+            ),
+        )
+
+    def key(k: str) -> str:
+        return proposal_id_for(TENANT, AGENT, k)
+
+    failures = 0
+
+    def show(title: str, proposal: gateway_pb2.Proposal, expect: str) -> None:
+        nonlocal failures
+        outcome = _OUTCOME.get(proposal.state, gateway_pb2.ProposalState.Name(proposal.state))
+        outcome = outcome.removeprefix("PROPOSAL_STATE_").lower()
+        ok = outcome == expect
+        failures += not ok
+        detail = f"{proposal.approvals_given}/{proposal.approvals_required} approvals"
+        if proposal.fhir_id:
+            detail = f"stored {proposal.resource_type}/{proposal.fhir_id}"
+        note = "" if ok else f" (expected {expect})"
+        print(f"  - {title}\n     -> {outcome.upper()}{note}: {detail}")
+
+    alice, carol, erin = (
+        reviewer("alice", "clinician"),
+        reviewer("carol", "prescriber"),
+        reviewer("erin", "prescriber"),
+    )
+    try:
+        print("\n  Reviewers (tokens from the development issuer):")
+        show(
+            "alice (clinician) approves the lab draft",
+            alice.approve(key("demo-lab-1")).proposal,
+            "written",
+        )
+        show(
+            "carol (prescriber) approves the medication order",
+            carol.approve(key("demo-order-1")).proposal,
+            "held",
+        )
+        again = reviewer("carol", "prescriber").approve(key("demo-order-1")).proposal
+        show("carol approves it again, in another session: still one reviewer", again, "held")
+        show(
+            "erin (prescriber) approves it: two distinct reviewers",
+            erin.approve(key("demo-order-1")).proposal,
+            "written",
+        )
+        draft = client.propose(
+            tool="fhir.create",
+            resource=_lab_draft(101),
+            idempotency_key="demo-lab-2",
+            patient_id=PATIENT,
+            confidence=0.97,
+            model_version="scribe-2026-10",
+            prompt_version="p-41",
+        )
+        vital = _vital_sign(PATIENT, 101)
+        amended = alice.amend(draft.proposal_id, json.dumps(vital))
+        show(
+            "alice amends a held lab draft into a vital sign: the original",
+            amended.original.proposal,
+            "superseded",
+        )
+        show(
+            "  ... and the amendment, decided again (autonomous)",
+            amended.amendment.proposal,
+            "written",
+        )
+        late = client.propose(
+            tool="fhir.create",
+            resource=_lab_draft(102),
+            idempotency_key="demo-lab-3",
+            patient_id=PATIENT,
+            confidence=0.8,
+            model_version="scribe-2026-10",
+            prompt_version="p-41",
+        )
+        print(f"  - a lab draft waits past its {APPROVAL_WINDOW_SECONDS} s approval window ...")
+        time.sleep(APPROVAL_WINDOW_SECONDS + 1)
+        try:
+            alice.approve(late.proposal_id)
+            failures += 1
+            print("     -> APPROVED (expected refused)")
+        except ReviewRefused as exc:
+            print(f"     -> REFUSED: {exc.code.name} {exc.reason}: {exc.message}")
+        show("  ... the agent sees it", client.get(late.proposal_id), "expired")
+    except ReviewRefused as exc:
+        failures += 1
+        print(f"     -> REFUSED unexpectedly: {exc.code.name} {exc.reason}: {exc.message}")
+    finally:
+        for r in (alice, carol, erin):
+            r.close()
+    return failures
+
+
+def _lab_draft(value: float) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "preliminary",
+        "category": [{"coding": [{"system": OBS_CATEGORY, "code": "laboratory"}]}],
+        "code": {"coding": [{"system": LOINC, "code": "2345-7"}]},
+        "subject": {"reference": f"Patient/{PATIENT}"},
+        "valueQuantity": {"value": value, "unit": "mg/dL"},
+    }
 
 
 def _seed_chart(fhir_base: str) -> None:
@@ -319,6 +442,7 @@ def run_demo(workdir: Path, policy_dir: Path) -> int:
                 failures += not ok
                 note = "" if ok else f" (expected {step.expect})"
                 print(f"  {number}. {step.title}\n     -> {outcome.upper()}{note}: {detail}")
+            failures += _review_phase(stack, client)
         stored = (
             httpx.get(
                 f"{stack.fhir_base}/Observation",
@@ -328,8 +452,9 @@ def run_demo(workdir: Path, policy_dir: Path) -> int:
             .json()
             .get("total")
         )
-        print(f"\n  FHIR store holds {stored} Observation(s) for the patient (expected 1)")
-        failures += stored != 1
+        # The heart rate, the approved lab draft and the amended vital sign; nothing else.
+        print(f"\n  FHIR store holds {stored} Observation(s) for the patient (expected 3)")
+        failures += stored != 3
     finally:
         stack.stop()
     audit_log = run_dir / "audit" / "audit.jsonl"

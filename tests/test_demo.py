@@ -32,6 +32,8 @@ def test_the_demo_passes_from_a_relative_workdir(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Demo passed" in done.stdout
-    assert "OK: 19 records verified" in done.stdout
     (log,) = (tmp_path / "state" / "demo").glob("run-*/audit/audit.jsonl")
-    assert len(log.read_text().splitlines()) == 19
+    records = len(log.read_text().splitlines())
+    # Every step's records (the agent's, the reviewers', expiry), all verified.
+    assert records >= 35
+    assert f"OK: {records} records verified" in done.stdout

@@ -39,8 +39,9 @@ DOCKERIGNORE = REPO / ".dockerignore"
 # What the package is built from. The Dockerfile's build stage must copy each of these
 # (test_dockerfile_build_stage_copies_every_build_input), so this install is the image's install.
 BUILD_INPUTS = ("pyproject.toml", "README.md", "chartgate", "sidecar", "adapters")
-# The demo's audit log: one record per step of every proposal (as tests/test_demo.py asserts).
-DEMO_AUDIT_RECORDS = 19
+# The demo's audit log holds at least this many records: every step of every proposal, the
+# agent's and the reviewers' (as tests/test_demo.py asserts).
+DEMO_AUDIT_RECORDS_AT_LEAST = 35
 
 # Explicit budgets, in seconds. Measured here: about 13 s to install on a cold pip cache and 11 s
 # warm, 4 s for the venv, 2 s for the demo; the budgets leave room for a slow index.
@@ -273,7 +274,7 @@ def test_installed_demo_passes_from_an_empty_directory(
     assert verified is not None, output
     (log,) = (cwd / "state" / "demo").glob("run-*/audit/audit.jsonl")
     records = len(log.read_text().splitlines())
-    assert int(verified.group(1)) == records == DEMO_AUDIT_RECORDS
+    assert int(verified.group(1)) == records >= DEMO_AUDIT_RECORDS_AT_LEAST
 
 
 def test_installed_package_carries_the_whole_policy_library(
