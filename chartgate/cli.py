@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")
 
     p = sub.add_parser(
+        "dev-issuer", help="the development OIDC issuer for reviewers (a development target)"
+    )
+    from chartgate.devissuer.cli import configure_parser as configure_dev_issuer
+
+    configure_dev_issuer(p)
+
+    p = sub.add_parser(
         "demo", help="run sidecar, adapter and FHIR store and drive an example agent"
     )
     workdir(p)
@@ -164,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, port = _host_port(args.listen)
         serve_store(host, port, args.workdir / "fhir-store" / "store.sqlite3")
         return 0
+    if command == "dev-issuer":
+        from chartgate.devissuer.cli import run as run_dev_issuer
+
+        return run_dev_issuer(args)
     if command == "demo":
         from chartgate.demo import run_demo
         from sidecar.policy.library import shipped_policy_dir

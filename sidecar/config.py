@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chartgate.smart_scope import ScopeError, parse_scope
 from sidecar.review.auth import IssuerConfig
@@ -89,6 +89,15 @@ class SidecarConfig(BaseModel):
             except ScopeError as exc:
                 raise ValueError(f"scope {scope[:200]!r}: {exc}") from None
         return scopes
+
+    @model_validator(mode="after")
+    def _review_needs_issuers(self) -> SidecarConfig:
+        if self.review_listen and not self.reviewer_issuers:
+            raise ValueError(
+                "review_listen is set but reviewer_issuers is empty: no reviewer could sign in "
+                "(docs/review-auth.md)"
+            )
+        return self
 
     @classmethod
     def load(cls, path: Path) -> SidecarConfig:

@@ -1,4 +1,4 @@
-"""Human review of held proposals: who may see and decide what, quorum of distinct reviewers, expiry, escalation, amendments.
+"""Human review of held proposals: who may decide what, a quorum of distinct reviewers, expiry, escalation, amendments.
 
 Every operation reads the proposal from the shared store and moves it by compare-and-set, so any
 replica can serve any reviewer: two approvals arriving at once on two processes lead to one
@@ -78,18 +78,32 @@ class ReviewView:
     seconds_to_expiry: int
 
 
+def fhir_identity(reference: str) -> str:
+    """`Type/id` of a FHIR reference, relative or absolute (an identity provider may send
+    `https://ehr.example/fhir/Practitioner/alice` for `Practitioner/alice`)."""
+    parts = [p for p in reference.strip().split("/") if p]
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    return "/".join(parts[-2:]) if len(parts) >= 2 else ""
+
+
 def approvals_counted(record: ProposalRecord, approvals: Sequence[ApprovalRecord]) -> int:
-    """Distinct reviewers who approved this payload with a role policy names; 0 when the only
-    approvers are the person the agent acted for (they cannot approve their own proposal alone)."""
+    """Distinct reviewers who approved this payload with a role policy names; 0 when none of them
+    is known to be someone other than the person the agent acted for (that person cannot
+    approve their own proposal alone, and a reviewer whose token names no FHIR identity might be
+    them)."""
     counted = {
         (a.issuer, a.subject): a
         for a in approvals
-        if a.payload_sha256 == record.payload_sha256
-        and set(a.roles) & set(record.approver_roles)
+        if a.payload_sha256 == record.payload_sha256 and set(a.roles) & set(record.approver_roles)
     }
-    acted_for = record.context.on_behalf_of
-    if acted_for and counted and all(a.fhir_user == acted_for for a in counted.values()):
-        return 0
+    acted_for = fhir_identity(record.context.on_behalf_of)
+    if acted_for and counted:
+        someone_else = any(
+            fhir_identity(a.fhir_user) not in ("", acted_for) for a in counted.values()
+        )
+        if not someone_else:
+            return 0
     return len(counted)
 
 
@@ -113,7 +127,9 @@ class ReviewService:
         approvals = tuple(guard_storage(lambda: self._store.approvals(record.proposal_id)))
         remaining = 0
         if record.expires_at:
-            remaining = max(0, int((parse_time(record.expires_at) - self._proposals.now()).total_seconds()))
+            remaining = max(
+                0, int((parse_time(record.expires_at) - self._proposals.now()).total_seconds())
+            )
         own = any((a.issuer, a.subject) == (reviewer.issuer, reviewer.subject) for a in approvals)
         may = (
             record.state is State.PENDING_APPROVAL
@@ -184,9 +200,12 @@ class ReviewService:
                 "the payload approved is not the proposal's (payload_sha256 differs): review "
                 "the proposal as it is now"
             )
-        approval_id = "ap-" + hashlib.sha256(
-            f"{record.proposal_id}\x00{reviewer.issuer}\x00{reviewer.subject}".encode()
-        ).hexdigest()[:32]
+        approval_id = (
+            "ap-"
+            + hashlib.sha256(
+                f"{record.proposal_id}\x00{reviewer.issuer}\x00{reviewer.subject}".encode()
+            ).hexdigest()[:32]
+        )
         stored, created = guard_storage(
             lambda: self._store.add_approval(
                 ApprovalRecord(
@@ -226,7 +245,9 @@ class ReviewService:
             "proposal.approved",
             {
                 "proposal_id": record.proposal_id,
-                "approvals": [a.approval_id for a in approvals if a.payload_sha256 == record.payload_sha256],
+                "approvals": [
+                    a.approval_id for a in approvals if a.payload_sha256 == record.payload_sha256
+                ],
                 "payload_sha256": record.payload_sha256,
             },
         )
@@ -237,10 +258,16 @@ class ReviewService:
         self, reviewer: ReviewerIdentity, proposal_id: str, code: str, message: str
     ) -> ReviewView:
         if code not in REJECTION_CODES:
-            raise ReviewNotPossible(f"a rejection names one of: {', '.join(sorted(REJECTION_CODES))}")
+            raise ReviewNotPossible(
+                f"a rejection names one of: {', '.join(sorted(REJECTION_CODES))}"
+            )
         text = _PRINTABLE.sub(" ", message)[:_MAX_MESSAGE].strip()
         record = self._pending(reviewer, proposal_id)
-        reason = {"code": f"review.{code}", "message": text or code.replace("_", " "), "rule": "review"}
+        reason = {
+            "code": f"review.{code}",
+            "message": text or code.replace("_", " "),
+            "rule": "review",
+        }
         # The reviewer's words go to the agent through the store, never to the audit log (they
         # may quote the chart); the audit record names the reviewer and the code.
         self._proposals.audit(
@@ -258,7 +285,12 @@ class ReviewService:
                 State.PENDING_APPROVAL,
                 State.REJECTED,
                 reasons=(*record.reasons, reason),
-                rejection={"code": code, "message": reason["message"], "issuer": reviewer.issuer, "subject": reviewer.subject},
+                rejection={
+                    "code": code,
+                    "message": reason["message"],
+                    "issuer": reviewer.issuer,
+                    "subject": reviewer.subject,
+                },
             )
         )
         return self._view(reviewer, rejected)
@@ -338,7 +370,9 @@ class ReviewService:
                         ),
                     )
                 )
-            raise ReviewNotPossible("the proposal was decided meanwhile; nothing was amended") from None
+            raise ReviewNotPossible(
+                "the proposal was decided meanwhile; nothing was amended"
+            ) from None
         decided = self._proposals.resume(amendment)
         return self._view(reviewer, superseded), self._view(reviewer, decided)
 
@@ -365,7 +399,11 @@ class ReviewService:
             return  # another replica expired (or decided) it first
         self._proposals.audit(
             "proposal.expired",
-            {"proposal_id": record.proposal_id, "expires_at": record.expires_at, "state": "pending_approval"},
+            {
+                "proposal_id": record.proposal_id,
+                "expires_at": record.expires_at,
+                "state": "pending_approval",
+            },
         )
 
     def sweep(self, limit: int = 200) -> tuple[int, int, int]:
