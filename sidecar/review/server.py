@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -37,6 +38,7 @@ _REJECTION: Final = {
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def to_item(view: ReviewView) -> review_pb2.ReviewItem:
@@ -88,11 +90,18 @@ class ReviewServicer:
             if key == "authorization" and isinstance(value, str):
                 header = value
         try:
-            return self._auth.authenticate(header)
+            reviewer = self._auth.authenticate(header)
         except ReviewerAuthError as exc:
             error = ReviewerUnauthenticated(exc.message)
             error.check = exc.reason  # type: ignore[attr-defined]
             raise error from None
+        names = (reviewer.issuer, reviewer.subject, reviewer.fhir_user, *reviewer.roles)
+        if any(_CONTROL.search(name) for name in (*names, *reviewer.tenants)):
+            # They are stored and audited: no control characters (PostgreSQL refuses NUL).
+            error = ReviewerUnauthenticated("the token's identity claims hold control characters")
+            error.check = "reviewer.claims_invalid"  # type: ignore[attr-defined]
+            raise error
+        return reviewer
 
     def ListPending(
         self, request: review_pb2.ListPendingRequest, context: grpc.ServicerContext

@@ -25,13 +25,13 @@ class ProposalStore(Protocol):
     def get(self, proposal_id: str) -> ProposalRecord | None: ...
 
     def transition(
-        self, proposal_id: str, expected: State, target: State, **updates: Any
+        self, proposal_id: str, expected: State, target: State, /, **updates: Any
     ) -> ProposalRecord:
         """Move from `expected` to `target` (the lifecycle table must allow it), setting other
         columns; raise IllegalTransition when the proposal is not in `expected`."""
         ...
 
-    def update(self, proposal_id: str, expected: State, **updates: Any) -> ProposalRecord:
+    def update(self, proposal_id: str, expected: State, /, **updates: Any) -> ProposalRecord:
         """Set columns other than the state while the proposal is in `expected` (e.g. the time
         an escalation was recorded); raise IllegalTransition when it is not."""
         ...

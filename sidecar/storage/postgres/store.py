@@ -96,7 +96,20 @@ CREATE TABLE {schema}.schema_version (
 
 _COLUMNS: Final = tuple(ProposalRecord.__dataclass_fields__)
 _APPROVAL_COLUMNS: Final = tuple(ApprovalRecord.__dataclass_fields__)
-_FIXED: Final = frozenset({"proposal_id", "state", "payload", "created_at"})
+# Never changed after the insert: who and what the proposal is (a proposal cannot be re-keyed,
+# nor its hash detached from its payload), and its state (only through the lifecycle table).
+_FIXED: Final = frozenset(
+    {
+        "proposal_id",
+        "state",
+        "payload",
+        "payload_sha256",
+        "tenant_id",
+        "agent_id",
+        "idempotency_key",
+        "created_at",
+    }
+)
 # The SQLite backend caps a page at 1000 rows; the same cap keeps results identical.
 _MAX_LIMIT: Final = 1000
 # PostgreSQL truncates longer identifiers silently, so two long schema names could meet.
@@ -139,17 +152,21 @@ def _approval_from_row(row: Sequence[Any]) -> ApprovalRecord:
     return ApprovalRecord(**data)
 
 
-def _names(columns: Sequence[str]) -> sql.Composed:
-    return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+_COLUMN_LIST: Final = ", ".join(_COLUMNS)
+_APPROVAL_COLUMN_LIST: Final = ", ".join(_APPROVAL_COLUMNS)
+_Statement = bytes  # SQL text; every identifier in it is ours, the schema quoted by psycopg
 
 
 class PostgresStore:
     """ProposalStore over one PostgreSQL schema (default `chartgate`), thread-safe.
 
     `dsn` is a libpq connection string or URL. The pool keeps `min_connections` open and
-    grows to `max_connections`; a call waits up to `timeout` seconds for a free connection
-    and then fails with psycopg_pool.PoolTimeout (a psycopg.Error). Construction waits up to
-    `timeout` for the first connection, so an unreachable server fails at start, not later.
+    grows to `max_connections` (small by default: there is a sidecar per agent pod, and all
+    of them share the server's connection limit); a call waits up to `timeout` seconds for a
+    free connection and then fails with psycopg_pool.PoolTimeout (a psycopg.Error), and a
+    statement running longer than `timeout` is cancelled, unless the DSN sets `options`.
+    Construction waits up to `timeout` for the first connection, so an unreachable server
+    fails at start, not on the first proposal.
     """
 
     def __init__(
@@ -170,6 +187,10 @@ class PostgresStore:
             kwargs["connect_timeout"] = max(1, round(timeout))
         if "application_name" not in settings:
             kwargs["application_name"] = "chartgate"
+        if "options" not in settings:
+            # Every statement here takes a millisecond or so; one stuck behind a lock someone
+            # else holds must fail (ledger.unavailable, retryable), not hold a gRPC worker forever.
+            kwargs["options"] = f"-c statement_timeout={max(1, round(timeout * 1000))}"
         self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
             dsn,
             kwargs=kwargs,
@@ -179,16 +200,46 @@ class PostgresStore:
             name=f"chartgate-{schema}",
             open=False,
         )
+        # Set by _prepare_schema; the UPDATE statements are cached per set of columns.
+        self._proposals = self._approvals = ""
+        self._updates: dict[tuple[str, ...], _Statement] = {}
         try:
             self._pool.open(wait=True, timeout=timeout)
             self._prepare_schema()
         except BaseException:
             self._pool.close()
             raise
-        self._build_statements()
+        # Built once as bytes: composing with psycopg.sql on every call costs ~60 µs, more than
+        # the query's round trip; the same bytes each time also let psycopg prepare them.
+        self._insert = self._sql(
+            f"INSERT INTO {self._proposals} ({_COLUMN_LIST}) "  # noqa: S608
+            f"VALUES ({', '.join('%s' for _ in _COLUMNS)}) "
+            "ON CONFLICT (tenant_id, agent_id, idempotency_key) DO NOTHING"
+        )
+        select = f"SELECT {_COLUMN_LIST} FROM {self._proposals} WHERE "  # noqa: S608
+        self._by_key = self._sql(
+            select + "tenant_id = %s AND agent_id = %s AND idempotency_key = %s"
+        )
+        self._by_id = self._sql(select + "proposal_id = %s")
+        self._state_of = self._sql(
+            f"SELECT state FROM {self._proposals} WHERE proposal_id = %s"  # noqa: S608
+        )
+        self._insert_approval = self._sql(
+            f"INSERT INTO {self._approvals} ({_APPROVAL_COLUMN_LIST}) "  # noqa: S608
+            f"VALUES ({', '.join('%s' for _ in _APPROVAL_COLUMNS)}) "
+            "ON CONFLICT (proposal_id, issuer, subject) DO NOTHING"
+        )
+        select_approvals = f"SELECT {_APPROVAL_COLUMN_LIST} FROM {self._approvals} WHERE "  # noqa: S608
+        self._approvals_of = self._sql(
+            select_approvals + "proposal_id = %s ORDER BY created_at, approval_id"
+        )
+        self._approval_by_reviewer = self._sql(
+            select_approvals + "proposal_id = %s AND issuer = %s AND subject = %s"
+        )
 
-    def _table(self, name: str) -> sql.Composed:
-        return sql.SQL("{}.{}").format(sql.Identifier(self._schema), sql.Identifier(name))
+    @staticmethod
+    def _sql(text: str) -> _Statement:
+        return text.encode()
 
     def _prepare_schema(self) -> None:
         """Create the tables if the schema has none; refuse a schema of another version.
@@ -198,15 +249,18 @@ class PostgresStore:
         fails on a catalog unique index). Nothing is created when the tables exist, so a
         role with only DML rights can run against a schema an operator created.
         """
-        schema_name = sql.Identifier(self._schema)
         with self._pool.connection() as conn, conn.transaction():
+            schema = sql.Identifier(self._schema).as_string(conn)
+            self._proposals, self._approvals = f"{schema}.proposals", f"{schema}.approvals"
             conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"chartgate.schema:{self._schema}",)
             )
             tables = {
                 name
+                # pg_class, not information_schema: that lists only tables this role may use.
                 for (name,) in conn.execute(
-                    "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
                     (self._schema,),
                 )
             }
@@ -214,7 +268,7 @@ class PostgresStore:
                 version = 0
                 if "schema_version" in tables:
                     row = conn.execute(
-                        sql.SQL("SELECT max(version) FROM {}").format(self._table("schema_version"))
+                        self._sql(f"SELECT max(version) FROM {schema}.schema_version")  # noqa: S608
                     ).fetchone()
                     version = int(row[0]) if row and row[0] is not None else 0
                 if version != SCHEMA_VERSION:
@@ -227,46 +281,12 @@ class PostgresStore:
                 "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self._schema,)
             ).fetchone()
             if exists is None:
-                conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema_name))
-            # The DDL is a template of our own with one identifier slot (quoted by psycopg).
-            conn.execute(sql.SQL(_DDL).format(schema=schema_name))
+                conn.execute(self._sql(f"CREATE SCHEMA {schema}"))
+            conn.execute(self._sql(_DDL.format(schema=schema)))
             conn.execute(
-                sql.SQL("INSERT INTO {} (version) VALUES (%s)").format(
-                    self._table("schema_version")
-                ),
+                self._sql(f"INSERT INTO {schema}.schema_version (version) VALUES (%s)"),  # noqa: S608
                 (SCHEMA_VERSION,),
             )
-
-    def _build_statements(self) -> None:
-        # Composed once: the same query bytes every call, which psycopg prepares server-side
-        # after a few executions on a connection.
-        proposals, approvals = self._table("proposals"), self._table("approvals")
-        self._insert = sql.SQL(
-            "INSERT INTO {} ({}) VALUES ({}) "
-            "ON CONFLICT (tenant_id, agent_id, idempotency_key) DO NOTHING"
-        ).format(proposals, _names(_COLUMNS), sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)))
-        self._select = sql.SQL("SELECT {} FROM {} WHERE ").format(_names(_COLUMNS), proposals)
-        self._by_key = self._select + sql.SQL(
-            "tenant_id = %s AND agent_id = %s AND idempotency_key = %s"
-        )
-        self._by_id = self._select + sql.SQL("proposal_id = %s")
-        self._state_of = sql.SQL("SELECT state FROM {} WHERE proposal_id = %s").format(proposals)
-        self._insert_approval = sql.SQL(
-            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (proposal_id, issuer, subject) DO NOTHING"
-        ).format(
-            approvals,
-            _names(_APPROVAL_COLUMNS),
-            sql.SQL(", ").join(sql.Placeholder() * len(_APPROVAL_COLUMNS)),
-        )
-        select_approvals = sql.SQL("SELECT {} FROM {} WHERE ").format(
-            _names(_APPROVAL_COLUMNS), approvals
-        )
-        order = sql.SQL(" ORDER BY created_at, approval_id")
-        self._approvals_of = select_approvals + sql.SQL("proposal_id = %s") + order
-        self._approval_by_reviewer = select_approvals + sql.SQL(
-            "proposal_id = %s AND issuer = %s AND subject = %s"
-        )
-        self._update_table = proposals
 
     def close(self) -> None:
         self._pool.close()
@@ -293,12 +313,12 @@ class PostgresStore:
         return None if row is None else _from_row(row)
 
     def transition(
-        self, proposal_id: str, expected: State, target: State, **updates: Any
+        self, proposal_id: str, expected: State, target: State, /, **updates: Any
     ) -> ProposalRecord:
         check_transition(expected, target)
         return self._set(proposal_id, expected, {"state": target.value}, updates, target)
 
-    def update(self, proposal_id: str, expected: State, **updates: Any) -> ProposalRecord:
+    def update(self, proposal_id: str, expected: State, /, **updates: Any) -> ProposalRecord:
         return self._set(proposal_id, expected, {}, updates, None)
 
     def _set(
@@ -314,12 +334,16 @@ class PostgresStore:
                 raise ValueError(f"cannot update column {key}")
             values[key] = _to_column(key, value)
         values["updated_at"] = utc_now()
-        template = sql.SQL("UPDATE {} SET {} WHERE proposal_id = %s AND state = %s RETURNING {}")
-        statement = template.format(
-            self._update_table,
-            sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in values),
-            _names(_COLUMNS),
-        )
+        columns = tuple(values)
+        statement = self._updates.get(columns)
+        if statement is None:
+            # Column names come from the record's own fields (checked above), never the caller.
+            assignments = ", ".join(f"{name} = %s" for name in columns)
+            statement = self._sql(
+                f"UPDATE {self._proposals} SET {assignments} "  # noqa: S608
+                f"WHERE proposal_id = %s AND state = %s RETURNING {_COLUMN_LIST}"
+            )
+            self._updates[columns] = statement
         params = (*values.values(), proposal_id, State(expected).value)
         with self._pool.connection() as conn:
             row = conn.execute(statement, params).fetchone()
@@ -332,10 +356,10 @@ class PostgresStore:
         raise IllegalTransition(f"proposal {proposal_id} is {state}, not {expected}; {goal}")
 
     def find(self, query: ProposalQuery) -> list[ProposalRecord]:
-        clauses: list[sql.Composable] = []
+        clauses: list[str] = []
         params: list[Any] = []
         if query.states:
-            clauses.append(sql.SQL("state = ANY(%s)"))
+            clauses.append("state = ANY(%s)")
             params.append([State(s).value for s in query.states])
         for column, value in (
             ("tenant_id", query.tenant_id),
@@ -345,19 +369,22 @@ class PostgresStore:
             ("agent_id", query.agent_id),
         ):
             if value is not None:
-                clauses.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+                clauses.append(f"{column} = %s")
                 params.append(value)
         if query.created_before is not None:
-            clauses.append(sql.SQL("created_at < %s"))
+            clauses.append("created_at < %s")
             params.append(query.created_before)
         if query.expires_before is not None:
-            clauses.append(sql.SQL("expires_at <> '' AND expires_at < %s"))
+            clauses.append("expires_at <> '' AND expires_at < %s")
             params.append(query.expires_before)
         if query.escalation_due_before is not None:
-            clauses.append(sql.SQL("escalate_at <> '' AND escalated_at = '' AND escalate_at < %s"))
+            clauses.append("escalate_at <> '' AND escalated_at = '' AND escalate_at < %s")
             params.append(query.escalation_due_before)
-        where = sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("TRUE")
-        statement = self._select + where + sql.SQL(" ORDER BY created_at, proposal_id LIMIT %s")
+        where = " AND ".join(clauses) or "TRUE"
+        statement = self._sql(
+            f"SELECT {_COLUMN_LIST} FROM {self._proposals} WHERE {where} "  # noqa: S608
+            "ORDER BY created_at, proposal_id LIMIT %s"
+        )
         with self._pool.connection() as conn:
             rows = conn.execute(
                 statement, (*params, max(0, min(query.limit, _MAX_LIMIT)))

@@ -84,7 +84,20 @@ _APPROVAL_COLUMNS: Final = tuple(ApprovalRecord.__dataclass_fields__)
 _JSON_COLUMNS: Final = frozenset(
     {"context", "fields", "summary", "reasons", "obligations", "approver_roles", "rejection"}
 )
-_FIXED: Final = frozenset({"proposal_id", "state", "payload", "created_at"})
+# Never changed after the insert: who and what the proposal is (a proposal cannot be re-keyed,
+# nor its hash detached from its payload), and its state (only through the lifecycle table).
+_FIXED: Final = frozenset(
+    {
+        "proposal_id",
+        "state",
+        "payload",
+        "payload_sha256",
+        "tenant_id",
+        "agent_id",
+        "idempotency_key",
+        "created_at",
+    }
+)
 
 
 def _to_column(name: str, value: Any) -> Any:
@@ -124,6 +137,8 @@ class SqliteStore:
         self._lock = threading.Lock()
         with self._lock:
             self._conn.execute("PRAGMA busy_timeout=5000")
+            # The schema's REFERENCES hold only with this on (SQLite's default is off).
+            self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives a process crash; a power loss may drop the newest rows.
             # That is acceptable because the durable record is the fsynced audit log, and a lost
@@ -172,12 +187,12 @@ class SqliteStore:
             return self._select("proposal_id = ?", (proposal_id,))
 
     def transition(
-        self, proposal_id: str, expected: State, target: State, **updates: Any
+        self, proposal_id: str, expected: State, target: State, /, **updates: Any
     ) -> ProposalRecord:
         check_transition(expected, target)
         return self._set(proposal_id, expected, {"state": target.value}, updates, target)
 
-    def update(self, proposal_id: str, expected: State, **updates: Any) -> ProposalRecord:
+    def update(self, proposal_id: str, expected: State, /, **updates: Any) -> ProposalRecord:
         return self._set(proposal_id, expected, {}, updates, None)
 
     def _set(
