@@ -154,7 +154,7 @@ class ToolGatewayService:
         record = _guard(context, run)
         return _guard(context, lambda: proposal_message(self._service, record))
 
-    def WatchProposal(  # noqa: N802 - the gRPC method name
+    def WatchProposal(
         self, request: gateway_pb2.WatchProposalRequest | Unparseable, context: grpc.ServicerContext
     ) -> Iterator[gateway_pb2.Proposal]:
         """The proposal now, then each change, read from the shared store (so a change made by
@@ -172,13 +172,11 @@ class ToolGatewayService:
             stamp = f"{record.state.value}|{record.updated_at}"
             if stamp != seen:
                 seen = stamp
-                current = record
-                yield _guard(context, lambda: proposal_message(self._service, current))
+                yield _guard(context, lambda r=record: proposal_message(self._service, r))  # type: ignore[misc]
             if record.state in SETTLED:
                 return
             time.sleep(WATCH_POLL_SECONDS)
-            proposal_id = record.proposal_id
-            record = _guard(context, lambda: self._service.get(proposal_id))
+            record = _guard(context, lambda r=record: self._service.get(r.proposal_id))  # type: ignore[misc]
 
 
 def _unparseable(message_type: str) -> UnparseableRequest:
