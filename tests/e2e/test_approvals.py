@@ -318,6 +318,16 @@ def test_reviews_are_audited_naming_the_reviewer_and_verify_offline(
     approved = next(r for r in records if r["kind"] == "review.approved")
     assert approved["body"]["reviewer"]["iss"] == issuer.issuer
     assert approved["body"]["reviewer"]["sub"]
+    # Each approved write's token was bound to the approvals and the payload they approved.
+    quorums = {
+        r["body"]["proposal_id"]: r["body"] for r in records if r["kind"] == "proposal.approved"
+    }
+    minted = [r["body"] for r in records if r["kind"] == "token.minted" and r["body"]["approvals"]]
+    assert minted
+    for token_record in minted:
+        quorum = quorums[token_record["proposal_id"]]
+        assert token_record["approvals"] == quorum["approvals"]
+        assert token_record["payload_sha256"] == quorum["payload_sha256"]
     rejected = next(r for r in records if r["kind"] == "review.rejected")
     assert "message" not in rejected["body"]  # the reviewer's words stay out of the log
     key = stack.workdir / "keys" / "audit-signing.jwks.json"

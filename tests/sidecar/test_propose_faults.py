@@ -11,6 +11,7 @@ import json
 import threading
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,10 @@ from sidecar.config import SidecarConfig
 from sidecar.consent import ConsentDirectory
 from sidecar.errors import AuditUnavailable, LedgerUnavailable
 from sidecar.policy.embedded import EmbeddedEngine
-from sidecar.storage.records import ProposalContext
 from sidecar.policy.library import shipped_policy_dir
 from sidecar.proposals.lifecycle import State
 from sidecar.proposals.service import ProposalService, ProposeCommand
+from sidecar.storage.records import ProposalContext
 from sidecar.storage.sqlite.store import SqliteStore as Ledger
 from sidecar.tokens.mint import TokenMinter
 
@@ -174,3 +175,28 @@ def test_a_ledger_failure_is_ledger_unavailable(
         service.propose(command("k-3"))
     assert info.value.status is grpc.StatusCode.UNAVAILABLE
     assert not adapter.writes
+
+
+def test_an_approval_whose_window_ended_mints_no_token_and_writes_nothing(
+    parts: tuple[ProposalService, FailingAudit, CountingAdapter, Ledger],
+) -> None:
+    # An approved proposal a process left behind, found after its approval window ended.
+    service, audit, adapter, store = parts
+    record = service.propose(command("k-lapse"))
+    assert record.state is State.ACCEPTED  # autonomous: make one that waited for approval
+    held = store.insert_or_get(
+        replace(
+            record,
+            proposal_id="pr-held",
+            idempotency_key="k-held",
+            state=State.APPROVED,
+            tier="approval",
+            expires_at="2000-01-01T00:00:00.000000+00:00",
+        )
+    )[0]
+    lapsed = service.resume(held)
+    assert lapsed.state is State.EXPIRED
+    assert lapsed.reasons[-1]["code"] == "approval.lapsed"
+    assert len(adapter.writes) == 1  # only the autonomous one
+    kinds = [json.loads(line)["kind"] for line in audit.log.path.read_text().splitlines()]
+    assert kinds.count("token.minted") == 1
