@@ -25,33 +25,39 @@ _sym_db = _symbol_database.Default()
 from chartgate.v1 import gateway_pb2 as chartgate_dot_v1_dot_gateway__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63hartgate/v1/review.proto\x12\x0c\x63hartgate.v1\x1a\x1a\x63hartgate/v1/gateway.proto\"{\n\x08\x41pproval\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\x12\x0e\n\x06issuer\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x16\n\x0epayload_sha256\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\t\"\xdf\x03\n\nReviewItem\x12(\n\x08proposal\x18\x01 \x01(\x0b\x32\x16.chartgate.v1.Proposal\x12\x15\n\rresource_json\x18\x02 \x01(\t\x12\x0e\n\x06\x66ields\x18\x03 \x03(\t\x12\x11\n\toperation\x18\x04 \x01(\t\x12\x12\n\npatient_id\x18\x05 \x01(\t\x12\x14\n\x0c\x65ncounter_id\x18\x06 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x07 \x01(\t\x12\x14\n\x0con_behalf_of\x18\x08 \x01(\t\x12\x16\n\x0epurpose_of_use\x18\t \x01(\t\x12\x15\n\revidence_refs\x18\n \x03(\t\x12\x15\n\rmodel_version\x18\x0b \x01(\t\x12\x16\n\x0eprompt_version\x18\x0c \x01(\t\x12\x12\n\nconfidence\x18\r \x01(\x01\x12 \n\x04mode\x18\x0e \x01(\x0e\x32\x12.chartgate.v1.Mode\x12\x16\n\x0e\x61pprover_roles\x18\x0f \x03(\t\x12)\n\tapprovals\x18\x10 \x03(\x0b\x32\x16.chartgate.v1.Approval\x12\x19\n\x11seconds_to_expiry\x18\x11 \x01(\x03\x12\x14\n\x0c\x65scalated_at\x18\x12 \x01(\t\x12\x13\n\x0bmay_approve\x18\x13 \x01(\x08\"\x9c\x01\n\x12ListPendingRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12 \n\x04tier\x18\x02 \x01(\x0e\x32\x12.chartgate.v1.Tier\x12\x12\n\npatient_id\x18\x03 \x01(\t\x12\x15\n\rresource_type\x18\x04 \x01(\t\x12\x17\n\x0fmin_age_seconds\x18\x05 \x01(\x03\x12\r\n\x05limit\x18\x06 \x01(\x05\">\n\x13ListPendingResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.chartgate.v1.ReviewItem\"\'\n\x10GetReviewRequest\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\"=\n\x0e\x41pproveRequest\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\x12\x16\n\x0epayload_sha256\x18\x02 \x01(\t\"`\n\rRejectRequest\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\x12)\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x1b.chartgate.v1.RejectionCode\x12\x0f\n\x07message\x18\x03 \x01(\t\":\n\x0c\x41mendRequest\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\t\"h\n\rAmendResponse\x12*\n\x08original\x18\x01 \x01(\x0b\x32\x18.chartgate.v1.ReviewItem\x12+\n\tamendment\x18\x02 \x01(\x0b\x32\x18.chartgate.v1.ReviewItem*\x83\x02\n\rRejectionCode\x12\x1e\n\x1aREJECTION_CODE_UNSPECIFIED\x10\x00\x12 \n\x1cREJECTION_CODE_WRONG_PATIENT\x10\x01\x12,\n(REJECTION_CODE_NOT_SUPPORTED_BY_EVIDENCE\x10\x02\x12+\n\'REJECTION_CODE_CLINICALLY_INAPPROPRIATE\x10\x03\x12\x1c\n\x18REJECTION_CODE_DUPLICATE\x10\x04\x12\x1d\n\x19REJECTION_CODE_INCOMPLETE\x10\x05\x12\x18\n\x14REJECTION_CODE_OTHER\x10\x06\x32\xe9\x02\n\x06Review\x12R\n\x0bListPending\x12 .chartgate.v1.ListPendingRequest\x1a!.chartgate.v1.ListPendingResponse\x12\x45\n\tGetReview\x12\x1e.chartgate.v1.GetReviewRequest\x1a\x18.chartgate.v1.ReviewItem\x12\x41\n\x07\x41pprove\x12\x1c.chartgate.v1.ApproveRequest\x1a\x18.chartgate.v1.ReviewItem\x12?\n\x06Reject\x12\x1b.chartgate.v1.RejectRequest\x1a\x18.chartgate.v1.ReviewItem\x12@\n\x05\x41mend\x12\x1a.chartgate.v1.AmendRequest\x1a\x1b.chartgate.v1.AmendResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63hartgate/v1/review.proto\x12\x0c\x63hartgate.v1\x1a\x1a\x63hartgate/v1/gateway.proto\"{\n\x08\x41pproval\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\x12\x0e\n\x06issuer\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x16\n\x0epayload_sha256\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\t\"\x9d\x04\n\nReviewItem\x12(\n\x08proposal\x18\x01 \x01(\x0b\x32\x16.chartgate.v1.Proposal\x12\x15\n\rresource_json\x18\x02 \x01(\t\x12\x0e\n\x06\x66ields\x18\x03 \x03(\t\x12\x11\n\toperation\x18\x04 \x01(\t\x12\x12\n\npatient_id\x18\x05 \x01(\t\x12\x14\n\x0c\x65ncounter_id\x18\x06 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x07 \x01(\t\x12\x14\n\x0con_behalf_of\x18\x08 \x01(\t\x12\x16\n\x0epurpose_of_use\x18\t \x01(\t\x12\x15\n\revidence_refs\x18\n \x03(\t\x12\x15\n\rmodel_version\x18\x0b \x01(\t\x12\x16\n\x0eprompt_version\x18\x0c \x01(\t\x12\x12\n\nconfidence\x18\r \x01(\x01\x12 \n\x04mode\x18\x0e \x01(\x0e\x32\x12.chartgate.v1.Mode\x12\x16\n\x0e\x61pprover_roles\x18\x0f \x03(\t\x12)\n\tapprovals\x18\x10 \x03(\x0b\x32\x16.chartgate.v1.Approval\x12\x19\n\x11seconds_to_expiry\x18\x11 \x01(\x03\x12\x14\n\x0c\x65scalated_at\x18\x12 \x01(\t\x12\x13\n\x0bmay_approve\x18\x13 \x01(\x08\x12\x1d\n\x15\x63urrent_resource_json\x18\x14 \x01(\t\x12\x1d\n\x15\x63urrent_resource_note\x18\x15 \x01(\t\"\x9c\x01\n\x12ListPendingRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12 \n\x04tier\x18\x02 \x01(\x0e\x32\x12.chartgate.v1.Tier\x12\x12\n\npatient_id\x18\x03 \x01(\t\x12\x15\n\rresource_type\x18\x04 \x01(\t\x12\x17\n\x0fmin_age_seconds\x18\x05 \x01(\x03\x12\r\n\x05limit\x18\x06 \x01(\x05\">\n\x13ListPendingResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.chartgate.v1.ReviewItem\"\'\n\x10GetReviewRequest\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\"=\n\x0e\x41pproveRequest\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\x12\x16\n\x0epayload_sha256\x18\x02 \x01(\t\"`\n\rRejectRequest\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\x12)\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x1b.chartgate.v1.RejectionCode\x12\x0f\n\x07message\x18\x03 \x01(\t\":\n\x0c\x41mendRequest\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\t\"(\n\x11GetHistoryRequest\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\"G\n\x0cHistoryEvent\x12\n\n\x02\x61t\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"5\n\x07History\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.chartgate.v1.HistoryEvent\"h\n\rAmendResponse\x12*\n\x08original\x18\x01 \x01(\x0b\x32\x18.chartgate.v1.ReviewItem\x12+\n\tamendment\x18\x02 \x01(\x0b\x32\x18.chartgate.v1.ReviewItem*\x83\x02\n\rRejectionCode\x12\x1e\n\x1aREJECTION_CODE_UNSPECIFIED\x10\x00\x12 \n\x1cREJECTION_CODE_WRONG_PATIENT\x10\x01\x12,\n(REJECTION_CODE_NOT_SUPPORTED_BY_EVIDENCE\x10\x02\x12+\n\'REJECTION_CODE_CLINICALLY_INAPPROPRIATE\x10\x03\x12\x1c\n\x18REJECTION_CODE_DUPLICATE\x10\x04\x12\x1d\n\x19REJECTION_CODE_INCOMPLETE\x10\x05\x12\x18\n\x14REJECTION_CODE_OTHER\x10\x06\x32\xaf\x03\n\x06Review\x12R\n\x0bListPending\x12 .chartgate.v1.ListPendingRequest\x1a!.chartgate.v1.ListPendingResponse\x12\x45\n\tGetReview\x12\x1e.chartgate.v1.GetReviewRequest\x1a\x18.chartgate.v1.ReviewItem\x12\x41\n\x07\x41pprove\x12\x1c.chartgate.v1.ApproveRequest\x1a\x18.chartgate.v1.ReviewItem\x12?\n\x06Reject\x12\x1b.chartgate.v1.RejectRequest\x1a\x18.chartgate.v1.ReviewItem\x12@\n\x05\x41mend\x12\x1a.chartgate.v1.AmendRequest\x1a\x1b.chartgate.v1.AmendResponse\x12\x44\n\nGetHistory\x12\x1f.chartgate.v1.GetHistoryRequest\x1a\x15.chartgate.v1.Historyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chartgate.v1.review_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REJECTIONCODE']._serialized_start=1270
-  _globals['_REJECTIONCODE']._serialized_end=1529
+  _globals['_REJECTIONCODE']._serialized_start=1502
+  _globals['_REJECTIONCODE']._serialized_end=1761
   _globals['_APPROVAL']._serialized_start=71
   _globals['_APPROVAL']._serialized_end=194
   _globals['_REVIEWITEM']._serialized_start=197
-  _globals['_REVIEWITEM']._serialized_end=676
-  _globals['_LISTPENDINGREQUEST']._serialized_start=679
-  _globals['_LISTPENDINGREQUEST']._serialized_end=835
-  _globals['_LISTPENDINGRESPONSE']._serialized_start=837
-  _globals['_LISTPENDINGRESPONSE']._serialized_end=899
-  _globals['_GETREVIEWREQUEST']._serialized_start=901
-  _globals['_GETREVIEWREQUEST']._serialized_end=940
-  _globals['_APPROVEREQUEST']._serialized_start=942
-  _globals['_APPROVEREQUEST']._serialized_end=1003
-  _globals['_REJECTREQUEST']._serialized_start=1005
-  _globals['_REJECTREQUEST']._serialized_end=1101
-  _globals['_AMENDREQUEST']._serialized_start=1103
-  _globals['_AMENDREQUEST']._serialized_end=1161
-  _globals['_AMENDRESPONSE']._serialized_start=1163
-  _globals['_AMENDRESPONSE']._serialized_end=1267
-  _globals['_REVIEW']._serialized_start=1532
-  _globals['_REVIEW']._serialized_end=1893
+  _globals['_REVIEWITEM']._serialized_end=738
+  _globals['_LISTPENDINGREQUEST']._serialized_start=741
+  _globals['_LISTPENDINGREQUEST']._serialized_end=897
+  _globals['_LISTPENDINGRESPONSE']._serialized_start=899
+  _globals['_LISTPENDINGRESPONSE']._serialized_end=961
+  _globals['_GETREVIEWREQUEST']._serialized_start=963
+  _globals['_GETREVIEWREQUEST']._serialized_end=1002
+  _globals['_APPROVEREQUEST']._serialized_start=1004
+  _globals['_APPROVEREQUEST']._serialized_end=1065
+  _globals['_REJECTREQUEST']._serialized_start=1067
+  _globals['_REJECTREQUEST']._serialized_end=1163
+  _globals['_AMENDREQUEST']._serialized_start=1165
+  _globals['_AMENDREQUEST']._serialized_end=1223
+  _globals['_GETHISTORYREQUEST']._serialized_start=1225
+  _globals['_GETHISTORYREQUEST']._serialized_end=1265
+  _globals['_HISTORYEVENT']._serialized_start=1267
+  _globals['_HISTORYEVENT']._serialized_end=1338
+  _globals['_HISTORY']._serialized_start=1340
+  _globals['_HISTORY']._serialized_end=1393
+  _globals['_AMENDRESPONSE']._serialized_start=1395
+  _globals['_AMENDRESPONSE']._serialized_end=1499
+  _globals['_REVIEW']._serialized_start=1764
+  _globals['_REVIEW']._serialized_end=2195
 # @@protoc_insertion_point(module_scope)

@@ -42,7 +42,7 @@ class Approval(_message.Message):
     def __init__(self, approval_id: _Optional[str] = ..., issuer: _Optional[str] = ..., subject: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., payload_sha256: _Optional[str] = ..., created_at: _Optional[str] = ...) -> None: ...
 
 class ReviewItem(_message.Message):
-    __slots__ = ("proposal", "resource_json", "fields", "operation", "patient_id", "encounter_id", "agent_id", "on_behalf_of", "purpose_of_use", "evidence_refs", "model_version", "prompt_version", "confidence", "mode", "approver_roles", "approvals", "seconds_to_expiry", "escalated_at", "may_approve")
+    __slots__ = ("proposal", "resource_json", "fields", "operation", "patient_id", "encounter_id", "agent_id", "on_behalf_of", "purpose_of_use", "evidence_refs", "model_version", "prompt_version", "confidence", "mode", "approver_roles", "approvals", "seconds_to_expiry", "escalated_at", "may_approve", "current_resource_json", "current_resource_note")
     PROPOSAL_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
     FIELDS_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,8 @@ class ReviewItem(_message.Message):
     SECONDS_TO_EXPIRY_FIELD_NUMBER: _ClassVar[int]
     ESCALATED_AT_FIELD_NUMBER: _ClassVar[int]
     MAY_APPROVE_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_RESOURCE_NOTE_FIELD_NUMBER: _ClassVar[int]
     proposal: _gateway_pb2.Proposal
     resource_json: str
     fields: _containers.RepeatedScalarFieldContainer[str]
@@ -81,7 +83,9 @@ class ReviewItem(_message.Message):
     seconds_to_expiry: int
     escalated_at: str
     may_approve: bool
-    def __init__(self, proposal: _Optional[_Union[_gateway_pb2.Proposal, _Mapping]] = ..., resource_json: _Optional[str] = ..., fields: _Optional[_Iterable[str]] = ..., operation: _Optional[str] = ..., patient_id: _Optional[str] = ..., encounter_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., on_behalf_of: _Optional[str] = ..., purpose_of_use: _Optional[str] = ..., evidence_refs: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., prompt_version: _Optional[str] = ..., confidence: _Optional[float] = ..., mode: _Optional[_Union[_gateway_pb2.Mode, str]] = ..., approver_roles: _Optional[_Iterable[str]] = ..., approvals: _Optional[_Iterable[_Union[Approval, _Mapping]]] = ..., seconds_to_expiry: _Optional[int] = ..., escalated_at: _Optional[str] = ..., may_approve: _Optional[bool] = ...) -> None: ...
+    current_resource_json: str
+    current_resource_note: str
+    def __init__(self, proposal: _Optional[_Union[_gateway_pb2.Proposal, _Mapping]] = ..., resource_json: _Optional[str] = ..., fields: _Optional[_Iterable[str]] = ..., operation: _Optional[str] = ..., patient_id: _Optional[str] = ..., encounter_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., on_behalf_of: _Optional[str] = ..., purpose_of_use: _Optional[str] = ..., evidence_refs: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., prompt_version: _Optional[str] = ..., confidence: _Optional[float] = ..., mode: _Optional[_Union[_gateway_pb2.Mode, str]] = ..., approver_roles: _Optional[_Iterable[str]] = ..., approvals: _Optional[_Iterable[_Union[Approval, _Mapping]]] = ..., seconds_to_expiry: _Optional[int] = ..., escalated_at: _Optional[str] = ..., may_approve: _Optional[bool] = ..., current_resource_json: _Optional[str] = ..., current_resource_note: _Optional[str] = ...) -> None: ...
 
 class ListPendingRequest(_message.Message):
     __slots__ = ("tenant_id", "tier", "patient_id", "resource_type", "min_age_seconds", "limit")
@@ -136,6 +140,30 @@ class AmendRequest(_message.Message):
     proposal_id: str
     resource_json: str
     def __init__(self, proposal_id: _Optional[str] = ..., resource_json: _Optional[str] = ...) -> None: ...
+
+class GetHistoryRequest(_message.Message):
+    __slots__ = ("proposal_id",)
+    PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
+    proposal_id: str
+    def __init__(self, proposal_id: _Optional[str] = ...) -> None: ...
+
+class HistoryEvent(_message.Message):
+    __slots__ = ("at", "kind", "actor", "detail")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    at: str
+    kind: str
+    actor: str
+    detail: str
+    def __init__(self, at: _Optional[str] = ..., kind: _Optional[str] = ..., actor: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class History(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[HistoryEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[HistoryEvent, _Mapping]]] = ...) -> None: ...
 
 class AmendResponse(_message.Message):
     __slots__ = ("original", "amendment")

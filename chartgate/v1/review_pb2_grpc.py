@@ -59,6 +59,11 @@ class ReviewStub:
                 request_serializer=chartgate_dot_v1_dot_review__pb2.AmendRequest.SerializeToString,
                 response_deserializer=chartgate_dot_v1_dot_review__pb2.AmendResponse.FromString,
                 _registered_method=True)
+        self.GetHistory = channel.unary_unary(
+                '/chartgate.v1.Review/GetHistory',
+                request_serializer=chartgate_dot_v1_dot_review__pb2.GetHistoryRequest.SerializeToString,
+                response_deserializer=chartgate_dot_v1_dot_review__pb2.History.FromString,
+                _registered_method=True)
 
 
 class ReviewServicer:
@@ -95,6 +100,13 @@ class ReviewServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetHistory(self, request, context):
+        """The proposal's lifecycle: proposed, decided, each approval, amendment, the write's outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReviewServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +134,11 @@ def add_ReviewServicer_to_server(servicer, server):
                     servicer.Amend,
                     request_deserializer=chartgate_dot_v1_dot_review__pb2.AmendRequest.FromString,
                     response_serializer=chartgate_dot_v1_dot_review__pb2.AmendResponse.SerializeToString,
+            ),
+            'GetHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHistory,
+                    request_deserializer=chartgate_dot_v1_dot_review__pb2.GetHistoryRequest.FromString,
+                    response_serializer=chartgate_dot_v1_dot_review__pb2.History.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -259,6 +276,33 @@ class Review:
             '/chartgate.v1.Review/Amend',
             chartgate_dot_v1_dot_review__pb2.AmendRequest.SerializeToString,
             chartgate_dot_v1_dot_review__pb2.AmendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chartgate.v1.Review/GetHistory',
+            chartgate_dot_v1_dot_review__pb2.GetHistoryRequest.SerializeToString,
+            chartgate_dot_v1_dot_review__pb2.History.FromString,
             options,
             channel_credentials,
             insecure,
