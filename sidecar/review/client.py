@@ -95,6 +95,12 @@ class ReviewClient:
         )
         return response
 
+    def history(self, proposal_id: str) -> list[review_pb2.HistoryEvent]:
+        response: review_pb2.History = self._call(
+            self._stub.GetHistory, review_pb2.GetHistoryRequest(proposal_id=proposal_id)
+        )
+        return list(response.events)
+
     def close(self) -> None:
         self._channel.close()
 

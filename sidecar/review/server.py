@@ -174,6 +174,20 @@ class ReviewServicer:
 
         return _guard(context, run)
 
+    def GetHistory(
+        self, request: review_pb2.GetHistoryRequest, context: grpc.ServicerContext
+    ) -> review_pb2.History:
+        def run() -> review_pb2.History:
+            steps = self._service.history(self._reviewer(context), _parsed(request).proposal_id)
+            return review_pb2.History(
+                events=[
+                    review_pb2.HistoryEvent(at=at, kind=kind, actor=actor, detail=detail)
+                    for at, kind, actor, detail in steps
+                ]
+            )
+
+        return _guard(context, run)
+
 
 class _Unparseable:
     """A request body that is not a valid message of the method's type."""
@@ -209,6 +223,7 @@ def add_review(servicer: ReviewServicer, server: grpc.Server) -> None:
         "Approve": (servicer.Approve, review_pb2.ApproveRequest, review_pb2.ReviewItem),
         "Reject": (servicer.Reject, review_pb2.RejectRequest, review_pb2.ReviewItem),
         "Amend": (servicer.Amend, review_pb2.AmendRequest, review_pb2.AmendResponse),
+        "GetHistory": (servicer.GetHistory, review_pb2.GetHistoryRequest, review_pb2.History),
     }
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         name: grpc.unary_unary_rpc_method_handler(

@@ -173,6 +173,56 @@ class ReviewService:
         views.sort(key=lambda v: (v.record.created_at, v.record.proposal_id))
         return views[: max(1, min(limit, 500))]
 
+    def history(
+        self, reviewer: ReviewerIdentity, proposal_id: str
+    ) -> list[tuple[str, str, str, str]]:
+        """(at, kind, actor, detail) of each step the store knows of, in time order: proposed,
+        decided, each approval, escalation, amendment links, where it is now. Identifiers and
+        codes only."""
+        record = self._visible(reviewer, proposal_id)
+        approvals = guard_storage(lambda: self._store.approvals(record.proposal_id))
+        events = [
+            (
+                record.created_at,
+                "proposed",
+                record.agent_id,
+                f"{record.tool} {record.resource_type}",
+            ),
+        ]
+        if record.tier:
+            codes = ", ".join(r.get("code", "") for r in record.reasons[:5])
+            events.append(
+                (
+                    record.created_at,
+                    "decided",
+                    "policy",
+                    f"tier {record.tier}; {codes}; revision {record.policy_revision}",
+                )
+            )
+        if record.supersedes:
+            events.append((record.created_at, "amends", "reviewer", record.supersedes))
+        for a in approvals:
+            same = a.payload_sha256 == record.payload_sha256
+            events.append(
+                (
+                    a.created_at,
+                    "approved",
+                    f"{a.issuer} {a.subject}",
+                    "" if same else "of another payload",
+                )
+            )
+        if record.escalated_at:
+            events.append(
+                (record.escalated_at, "escalated", "sweeper", f"expires {record.expires_at}")
+            )
+        if record.superseded_by:
+            events.append((record.updated_at, "superseded", "reviewer", record.superseded_by))
+        detail = f"{record.resource_type}/{record.fhir_id}" if record.fhir_id else ""
+        if record.rejection:
+            detail = f"review.{record.rejection.get('code', '')}"
+        events.append((record.updated_at, record.state.value, "", detail))
+        return sorted(events, key=lambda e: e[0])
+
     # --- deciding -----------------------------------------------------------------------------
 
     def _pending(self, reviewer: ReviewerIdentity, proposal_id: str) -> ProposalRecord:

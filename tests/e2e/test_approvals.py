@@ -178,6 +178,10 @@ def test_dual_approval_needs_two_distinct_reviewers_and_writes_once(
     assert done.proposal.state == gateway_pb2.PROPOSAL_STATE_ACCEPTED
     assert len(done.approvals) == 2
     assert written(stack, "MedicationRequest", pid) == 1
+    steps = [(e.kind, e.actor) for e in erin.history(pid)]
+    assert steps[0] == ("proposed", "scribe-agent")
+    assert [k for k, _ in steps].count("approved") == 2
+    assert steps[-1][0] == "accepted"
 
 
 def test_two_approvals_at_the_same_moment_on_two_replicas_write_once(
