@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import email.utils
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from adapters.errors import AdapterError, FailureClass
+from adapters.errors import AdapterError, FailureClass, payload_error
 from chartgate.compartment import patient_of
 from chartgate.write_token import PROPOSAL_IDENTIFIER_SYSTEM
 
@@ -80,15 +82,13 @@ class FhirClient:
             raise _classify(current)
         stored = current.json()
         if patient_of(stored) != patient_id:
-            raise AdapterError(
-                FailureClass.AUTHORIZATION,
+            raise payload_error(
                 "payload.wrong_patient",
                 "the stored resource belongs to another patient than the token's",
             )
         merged = merge_update(stored, partial)
         if patient_of(merged) != patient_id:
-            raise AdapterError(
-                FailureClass.AUTHORIZATION,
+            raise payload_error(
                 "payload.wrong_patient",
                 "the update would move the resource to another patient",
             )
@@ -101,22 +101,71 @@ class FhirClient:
             raise _classify(response)
         return _result(response, already_existed=False)
 
+    def find_created(self, resource_type: str, proposal_id: str) -> WriteResult | None:
+        """The resource a create stamped with this proposal's identifier, if the EHR holds it
+        (search by token, http.html#search): how an ambiguous create is settled."""
+        response = self._send(
+            "GET",
+            f"{self._base}/{resource_type}",
+            params={"identifier": f"{PROPOSAL_IDENTIFIER_SYSTEM}|{proposal_id}"},
+        )
+        if response.status_code != 200:
+            raise _classify(response)
+        bundle = response.json()
+        entries: list[dict[str, Any]] = [
+            e["resource"]
+            for e in (bundle.get("entry") or [])
+            if isinstance(e, dict)
+            and isinstance(e.get("resource"), dict)
+            and (e.get("search") or {}).get("mode", "match") == "match"
+        ]
+        if not entries:
+            return None
+        found = entries[0]
+        meta = found.get("meta")
+        version = meta.get("versionId", "") if isinstance(meta, dict) else ""
+        return WriteResult(str(found.get("id", "")), str(version), True, 200)
+
+    def find_updated(self, partial: dict[str, Any]) -> WriteResult | None:
+        """The stored resource if it holds every element the update set (so the update, or an
+        identical one, is in): how an ambiguous update is settled."""
+        url = f"{self._base}/{partial['resourceType']}/{partial['id']}"
+        response = self._send("GET", url)
+        if response.status_code != 200:
+            raise _classify(response)
+        stored = response.json()
+        for key, value in partial.items():
+            if key in ("resourceType", "id", "meta"):
+                continue
+            if stored.get(key) != value:
+                return None
+        meta = stored.get("meta")
+        version = meta.get("versionId", "") if isinstance(meta, dict) else ""
+        return WriteResult(str(stored.get("id", "")), str(version), True, 200)
+
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One HTTP exchange. A failure before the request left is TRANSPORT (safe to resend); one
+        after a write request left is AMBIGUOUS (it may have been stored); a read that got no
+        answer wrote nothing, so it is TRANSPORT too."""
         try:
             return self._http.request(method, url, **kwargs)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            # Nothing reached the server: safe to retry.
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise AdapterError(
                 FailureClass.TRANSPORT,
                 "fhir.unreachable",
                 f"FHIR server unreachable: {type(exc).__name__}",
             ) from None
         except httpx.TransportError as exc:
-            # Sent, but no answer: the write may or may not have happened.
+            if method in ("GET", "HEAD"):
+                raise AdapterError(
+                    FailureClass.TRANSPORT,
+                    "fhir.no_answer",
+                    f"no answer to a read from the FHIR server: {type(exc).__name__}",
+                ) from None
             raise AdapterError(
                 FailureClass.AMBIGUOUS,
                 "fhir.no_answer",
-                f"no answer from the FHIR server: {type(exc).__name__}",
+                f"no answer from the FHIR server after the write was sent: {type(exc).__name__}",
             ) from None
 
 
@@ -166,39 +215,76 @@ def _result(response: httpx.Response, *, already_existed: bool) -> WriteResult:
     return WriteResult(fhir_id, version, already_existed, response.status_code)
 
 
+_MAX_DIAGNOSTICS = 600
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date (RFC 9110
+    section 10.2.3); None when absent or unreadable. Bounded to an hour: a header is the EHR's
+    word, not a reason to park a write for days."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return min(float(text), 3600.0)
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    delta = moment.timestamp() - (time.time() if now is None else now)
+    return max(0.0, min(delta, 3600.0))
+
+
 def _classify(response: httpx.Response) -> AdapterError:
-    """Map a FHIR error answer to a failure class; diagnostics only, never resource content."""
+    """Map a FHIR error answer to a failure class, with the OperationOutcome's diagnostics for the
+    agent (they may quote the resource: they are returned, never logged)."""
     status = response.status_code
-    diagnostics = _diagnostics(response)
+    said = _diagnostics(response)
+    message = f"HTTP {status}" + (f": {said}" if said else "")
+    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+
+    def error(failure: FailureClass, reason: str) -> AdapterError:
+        return AdapterError(
+            failure, reason, message, http_status=status, retry_after=retry_after
+        )
+
     if status == 429:
-        return AdapterError(FailureClass.THROTTLED, "fhir.throttled", f"HTTP 429 {diagnostics}")
+        return error(FailureClass.THROTTLED, "fhir.throttled")
     if status in (401, 403):
-        return AdapterError(
-            FailureClass.AUTHORIZATION, "fhir.forbidden", f"HTTP {status} {diagnostics}"
-        )
+        return error(FailureClass.AUTHORIZATION, "fhir.forbidden")
     if status in (409, 412):
-        return AdapterError(FailureClass.CONFLICT, "fhir.conflict", f"HTTP {status} {diagnostics}")
+        return error(FailureClass.CONFLICT, "fhir.conflict")
     if status in (400, 422):
-        return AdapterError(FailureClass.VALIDATION, "fhir.invalid", f"HTTP {status} {diagnostics}")
+        return error(FailureClass.VALIDATION, "fhir.invalid")
     if status in (404, 410):
-        return AdapterError(
-            FailureClass.BUSINESS_RULE, "fhir.not_found", f"HTTP {status} {diagnostics}"
-        )
+        return error(FailureClass.BUSINESS_RULE, "fhir.not_found")
     if status >= 500:
-        return AdapterError(
-            FailureClass.TRANSPORT, "fhir.server_error", f"HTTP {status} {diagnostics}"
-        )
-    return AdapterError(
-        FailureClass.BUSINESS_RULE, "fhir.unexpected", f"HTTP {status} {diagnostics}"
-    )
+        return error(FailureClass.SERVER_ERROR, "fhir.server_error")
+    return error(FailureClass.BUSINESS_RULE, "fhir.unexpected")
 
 
 def _diagnostics(response: httpx.Response) -> str:
+    """`code: diagnostics` of each OperationOutcome issue, bounded (FHIR R4 OperationOutcome)."""
     try:
         outcome = response.json()
     except ValueError:
         return ""
     if not isinstance(outcome, dict) or outcome.get("resourceType") != "OperationOutcome":
         return ""
-    codes = [str(i.get("code", "")) for i in outcome.get("issue", []) if isinstance(i, dict)]
-    return "(OperationOutcome: " + ", ".join(codes) + ")"
+    parts: list[str] = []
+    for issue in outcome.get("issue", [])[:10]:
+        if not isinstance(issue, dict):
+            continue
+        code = str(issue.get("code", ""))[:40]
+        text = issue.get("diagnostics")
+        if not isinstance(text, str):
+            details = issue.get("details")
+            text = details.get("text") if isinstance(details, dict) else None
+        paths = issue.get("expression")
+        where = ""
+        if isinstance(paths, list) and paths and isinstance(paths[0], str):
+            where = f" at {paths[0][:80]}"
+        parts.append(f"{code}{where}" + (f": {text[:200]}" if isinstance(text, str) else ""))
+    return "; ".join(parts)[:_MAX_DIAGNOSTICS]

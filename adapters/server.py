@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,16 +15,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.errors import AdapterError, FailureClass, payload_error, token_error
 from adapters.fhir_client import FhirClient, WriteResult
 from adapters.replay import JtiStore
+from adapters.resilience import CircuitBreaker, TokenBucket
 from adapters.tokens import TokenVerifier, VerifiedWrite
 from chartgate.compartment import patient_of
 from chartgate.grpc_server import build_server
 from chartgate.keys import load_keyset
-from chartgate.rpc_errors import abort
 from chartgate.v1 import adapter_pb2, adapter_pb2_grpc
 
 log = logging.getLogger("chartgate.adapter")
 
 SERVICE_NAME = adapter_pb2.DESCRIPTOR.services_by_name["Adapter"].full_name
+
+T = TypeVar("T")
 
 
 class AdapterConfig(BaseModel):
@@ -37,42 +41,75 @@ class AdapterConfig(BaseModel):
     jwks_path: Path
     workdir: Path
     fhir_timeout_seconds: float = Field(default=10.0, gt=0)
+    # What this EHR connection may take (requests a second, burst); None: no limit.
+    rate_limit_per_second: float | None = Field(default=None, gt=0)
+    rate_limit_burst: int = Field(default=20, ge=1)
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_cool_down_seconds: float = Field(default=10.0, gt=0)
+
+
+# The classes a breaker counts as the EHR failing (not the request being wrong).
+_BREAKER_FAILURES = frozenset(
+    {
+        FailureClass.TRANSPORT,
+        FailureClass.AMBIGUOUS,
+        FailureClass.SERVER_ERROR,
+        FailureClass.THROTTLED,
+    }
+)
+
+
+def _refused(exc: AdapterError) -> adapter_pb2.WriteResponse:
+    return adapter_pb2.WriteResponse(
+        written=False,
+        failure_class=exc.failure.proto,
+        reason=exc.reason,
+        message=exc.message[:1000],
+        http_status=exc.http_status,
+        retry_after_seconds=exc.retry_after or 0.0,
+    )
 
 
 class AdapterService(adapter_pb2_grpc.AdapterServicer):
-    """Adapter.Write: token first, then the write; nothing is written for a refused token."""
+    """Adapter.Write and Adapter.Lookup: token first, then the rate limit and the breaker, then the
+    one exchange with the EHR; every outcome returned as data (its failure class included)."""
 
-    def __init__(self, verifier: TokenVerifier, jti_store: JtiStore, fhir: FhirClient) -> None:
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        jti_store: JtiStore,
+        fhir: FhirClient,
+        *,
+        bucket: TokenBucket | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self._verifier = verifier
         self._jti = jti_store
         self._fhir = fhir
+        self._bucket = bucket
+        self._breaker = breaker or CircuitBreaker()
 
     def Write(
         self, request: adapter_pb2.WriteRequest, context: grpc.ServicerContext
     ) -> adapter_pb2.WriteResponse:
         try:
-            try:
-                verified = self._verifier.verify(request.token, request.resource_json)
-                result = self._write(verified)
-            except AdapterError:
-                raise
-            except Exception as exc:
-                # A defect, never UNKNOWN: it may have struck after the write left, so the
-                # outcome is ambiguous (looked up, never blindly resent).
-                log.exception("unexpected adapter failure (%s)", type(exc).__name__)
-                raise AdapterError(
+            verified = self._verifier.verify(request.token, request.resource_json)
+            if verified.lookup:
+                raise token_error("token.scope", "a look-up token does not authorize a write")
+            result = self._guarded(lambda: self._write(verified))
+        except AdapterError as exc:
+            log.warning("write refused: reason=%s class=%s", exc.reason, exc.failure)
+            return _refused(exc)
+        except Exception as exc:
+            # A defect, never UNKNOWN: it may have struck after the write left, so the outcome
+            # is ambiguous (looked up, never blindly resent).
+            log.exception("unexpected adapter failure (%s)", type(exc).__name__)
+            return _refused(
+                AdapterError(
                     FailureClass.AMBIGUOUS,
                     "adapter.fault",
                     "the adapter failed unexpectedly; whether the write happened is unknown",
-                ) from None
-        except AdapterError as exc:
-            log.warning("write refused: reason=%s class=%s", exc.reason, exc.failure)
-            abort(
-                context,
-                exc.status,
-                exc.message,
-                reason=exc.reason,
-                metadata={"failure_class": exc.failure.value},
+                )
             )
         log.info(
             "write done: proposal=%s %s/%s version=%s existed=%s",
@@ -83,11 +120,83 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
             result.already_existed,
         )
         return adapter_pb2.WriteResponse(
+            written=True,
             fhir_id=result.fhir_id,
             fhir_version=result.fhir_version,
             already_existed=result.already_existed,
             http_status=result.http_status,
         )
+
+    def Lookup(
+        self, request: adapter_pb2.LookupRequest, context: grpc.ServicerContext
+    ) -> adapter_pb2.LookupResponse:
+        try:
+            verified = self._verifier.verify(request.token, request.resource_json)
+            if not verified.lookup:
+                raise token_error("token.scope", "a write token does not authorize a look-up")
+            if not self._jti.consume(verified.jti, verified.expires_at):
+                raise token_error("token.replayed", "this token was already used")
+            if verified.operation == "create":
+                found = self._guarded(
+                    lambda: self._fhir.find_created(verified.resource_type, verified.proposal_id)
+                )
+            else:
+                found = self._guarded(lambda: self._fhir.find_updated(verified.resource))
+        except AdapterError as exc:
+            log.warning("look-up failed: reason=%s class=%s", exc.reason, exc.failure)
+            return adapter_pb2.LookupResponse(
+                found=False,
+                failure_class=exc.failure.proto,
+                reason=exc.reason,
+                message=exc.message[:1000],
+                retry_after_seconds=exc.retry_after or 0.0,
+            )
+        except Exception as exc:
+            log.exception("unexpected adapter failure in a look-up (%s)", type(exc).__name__)
+            return adapter_pb2.LookupResponse(
+                found=False,
+                failure_class=FailureClass.TRANSPORT.proto,
+                reason="adapter.fault",
+                message="the adapter failed unexpectedly; look again later",
+            )
+        log.info(
+            "look-up: proposal=%s found=%s", verified.proposal_id, found is not None
+        )
+        if found is None:
+            return adapter_pb2.LookupResponse(found=False)
+        return adapter_pb2.LookupResponse(
+            found=True, fhir_id=found.fhir_id, fhir_version=found.fhir_version
+        )
+
+    def _guarded(self, exchange: Callable[[], T]) -> T:
+        """Run one EHR exchange through the rate limit and the circuit breaker: refused before
+        sending (safe to retry, with the time to wait) or counted by the breaker."""
+        admission = self._breaker.admit()
+        if not admission.allowed:
+            raise AdapterError(
+                FailureClass.CIRCUIT_OPEN,
+                "adapter.circuit_open",
+                "the EHR connection is failing; the adapter is not sending for now",
+                retry_after=admission.wait_seconds,
+            )
+        if self._bucket is not None:
+            wait = self._bucket.take()
+            if wait > 0:
+                if admission.probe:
+                    self._breaker.record(True)  # not the EHR's failure: let the next probe go
+                raise AdapterError(
+                    FailureClass.THROTTLED,
+                    "adapter.rate_limited",
+                    "the adapter's rate limit for this EHR is reached",
+                    retry_after=wait,
+                )
+        try:
+            result = exchange()
+        except AdapterError as exc:
+            self._breaker.record(exc.failure not in _BREAKER_FAILURES)
+            raise
+        self._breaker.record(True)
+        return result
 
     def _write(self, verified: VerifiedWrite) -> WriteResult:
         if verified.operation == "create" and patient_of(verified.resource) != verified.patient_id:
@@ -110,7 +219,13 @@ def serve(config: AdapterConfig, *, ready: threading.Event | None = None) -> Non
     )
     jti_store = JtiStore(config.workdir / "adapter" / "jti.sqlite3")
     fhir = FhirClient(config.fhir_base_url, timeout_seconds=config.fhir_timeout_seconds)
-    service = AdapterService(verifier, jti_store, fhir)
+    bucket = (
+        TokenBucket(config.rate_limit_per_second, config.rate_limit_burst)
+        if config.rate_limit_per_second
+        else None
+    )
+    breaker = CircuitBreaker(config.breaker_threshold, config.breaker_cool_down_seconds)
+    service = AdapterService(verifier, jti_store, fhir, bucket=bucket, breaker=breaker)
     server, port, _ = build_server(
         config.listen,
         lambda s: adapter_pb2_grpc.add_AdapterServicer_to_server(service, s),

@@ -21,6 +21,9 @@ from chartgate.write_token import (
 )
 
 _OPERATION_SCOPE = {"create": "c", "update": "u"}
+# A look-up token (authorization_details `lookup: true`) reads and searches the write's target
+# to settle an ambiguous outcome; it never authorizes a write.
+LOOKUP_SCOPE = "rs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,7 @@ class VerifiedWrite:
     resource_type: str
     resource_id: str | None
     resource: dict[str, Any]
+    lookup: bool = False
 
 
 class TokenVerifier:
@@ -109,7 +113,12 @@ def _write_detail(claims: dict[str, Any]) -> dict[str, str]:
         raise token_error("token.claims", f"authorization_details must be one {WRITE_DETAIL_TYPE}")
     if not isinstance(claims.get("patient"), str) or not isinstance(claims.get("tenant"), str):
         raise token_error("token.claims", "token must name a patient and a tenant")
-    return {k: detail[k] for k in keys}
+    lookup = detail.get("lookup", False)
+    if not isinstance(lookup, bool):
+        raise token_error("token.claims", "authorization_details lookup must be a boolean")
+    bound = {k: detail[k] for k in keys}
+    bound["lookup"] = "true" if lookup else ""
+    return bound
 
 
 def _bind(
@@ -124,7 +133,8 @@ def _bind(
     target = resource_type if operation == "create" else f"{resource_type}/{resource_id}"
     if target != detail["target"]:
         raise payload_error("payload.wrong_target", "the body's target differs from the token's")
-    expected_scope = f"patient/{resource_type}.{_OPERATION_SCOPE[operation]}"
+    letters = LOOKUP_SCOPE if detail["lookup"] else _OPERATION_SCOPE[operation]
+    expected_scope = f"patient/{resource_type}.{letters}"
     if claims["scope"] != expected_scope:
         raise token_error("token.scope", f"token scope does not grant {expected_scope}")
     return VerifiedWrite(
@@ -137,4 +147,5 @@ def _bind(
         resource_type=str(resource_type),
         resource_id=resource_id,
         resource=resource,
+        lookup=bool(detail["lookup"]),
     )

@@ -39,15 +39,26 @@ class AdapterStub:
                 request_serializer=chartgate_dot_v1_dot_adapter__pb2.WriteRequest.SerializeToString,
                 response_deserializer=chartgate_dot_v1_dot_adapter__pb2.WriteResponse.FromString,
                 _registered_method=True)
+        self.Lookup = channel.unary_unary(
+                '/chartgate.v1.Adapter/Lookup',
+                request_serializer=chartgate_dot_v1_dot_adapter__pb2.LookupRequest.SerializeToString,
+                response_deserializer=chartgate_dot_v1_dot_adapter__pb2.LookupResponse.FromString,
+                _registered_method=True)
 
 
 class AdapterServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Write(self, request, context):
-        """Verifies the token, then performs the one write it covers.
-        UNAUTHENTICATED for a bad, expired, wrong-audience or replayed token;
-        PERMISSION_DENIED for a body the token does not cover.
+        """Verifies the token, then performs the one write it covers. Every outcome, refusals included,
+        comes back as a WriteResponse (the failure class is data, not a gRPC status).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Lookup(self, request, context):
+        """Looks up whether a proposal's write is in the EHR (to settle an ambiguous outcome).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -60,6 +71,11 @@ def add_AdapterServicer_to_server(servicer, server):
                     servicer.Write,
                     request_deserializer=chartgate_dot_v1_dot_adapter__pb2.WriteRequest.FromString,
                     response_serializer=chartgate_dot_v1_dot_adapter__pb2.WriteResponse.SerializeToString,
+            ),
+            'Lookup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Lookup,
+                    request_deserializer=chartgate_dot_v1_dot_adapter__pb2.LookupRequest.FromString,
+                    response_serializer=chartgate_dot_v1_dot_adapter__pb2.LookupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +105,33 @@ class Adapter:
             '/chartgate.v1.Adapter/Write',
             chartgate_dot_v1_dot_adapter__pb2.WriteRequest.SerializeToString,
             chartgate_dot_v1_dot_adapter__pb2.WriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Lookup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chartgate.v1.Adapter/Lookup',
+            chartgate_dot_v1_dot_adapter__pb2.LookupRequest.SerializeToString,
+            chartgate_dot_v1_dot_adapter__pb2.LookupResponse.FromString,
             options,
             channel_credentials,
             insecure,

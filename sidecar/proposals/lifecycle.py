@@ -40,8 +40,18 @@ TRANSITIONS: Final[Mapping[State, frozenset[State]]] = {
     State.SUBMITTED: frozenset(
         {State.ACCEPTED, State.FAILED_RETRYABLE, State.FAILED_FINAL, State.AMBIGUOUS}
     ),
-    State.FAILED_RETRYABLE: frozenset({State.SUBMITTED, State.DEAD_LETTERED}),
-    State.AMBIGUOUS: frozenset({State.ACCEPTED, State.FAILED_FINAL}),
+    # failed_retryable → ambiguous: its approval lapsed before a resend, so whether an earlier
+    # attempt was stored is settled by looking it up.
+    State.FAILED_RETRYABLE: frozenset({State.SUBMITTED, State.DEAD_LETTERED, State.AMBIGUOUS}),
+    # Resolved by looking the write up: found, or resent under the same conditional create once
+    # it is known absent (expired instead when its approval lapsed); dead-lettered when it cannot
+    # be settled within the retry budget.
+    State.AMBIGUOUS: frozenset(
+        {State.ACCEPTED, State.SUBMITTED, State.FAILED_FINAL, State.DEAD_LETTERED, State.EXPIRED}
+    ),
+    # An operator's replay (looked up first: found is accepted; else a fresh token, policy
+    # re-checked) or discard (looked up first too).
+    State.DEAD_LETTERED: frozenset({State.SUBMITTED, State.FAILED_FINAL, State.ACCEPTED}),
     State.ACCEPTED: frozenset({State.RECONCILED, State.MISMATCH}),
 }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import random
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
@@ -19,13 +20,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol, TypeVar
 
-import grpc
-
-from sidecar.adapter_client import AdapterOutcome
+from sidecar.adapter_client import AdapterOutcome, LookupOutcome
 from sidecar.config import SidecarConfig
 from sidecar.consent import ConsentDirectory
 from sidecar.errors import (
     AuditUnavailable,
+    ChartgateError,
     IdempotencyConflict,
     IllegalTransition,
     InvalidProposal,
@@ -34,19 +34,22 @@ from sidecar.errors import (
 )
 from sidecar.policy.engine import Decision, PolicyEngine, Tier, deny
 from sidecar.policy.input import build_input
+from sidecar.proposals.delivery import BACKPRESSURE, Delivery, RetryPolicy, verdict
 from sidecar.proposals.lifecycle import State
-from sidecar.storage.records import ProposalContext, ProposalRecord
+from sidecar.storage.records import ProposalContext, ProposalQuery, ProposalRecord
 from sidecar.storage.store import ProposalStore
-from sidecar.tokens.mint import TokenMinter, WriteGrant
+from sidecar.tokens.mint import MintedToken, TokenMinter, WriteGrant
 from sidecar.validation.fhir import ValidatedWrite, validate_write
 from sidecar.validation.request import validate_request_fields
 
 log = logging.getLogger("chartgate.sidecar")
 
 _SCOPE_LETTER: Final = {"create": "c", "update": "u"}
-_RETRYABLE: Final = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 # When a held proposal's wait is escalated: this share of its approval window in.
 ESCALATE_AT_FRACTION: Final = 0.75
+# How much longer than an adapter call may take a `submitted` write waits before it is taken for
+# abandoned (its sender died) and looked up.
+_STALE_MARGIN_SECONDS: Final = 2.0
 
 T = TypeVar("T")
 
@@ -65,6 +68,8 @@ class AuditSink(Protocol):
 class AdapterPort(Protocol):
     def write(self, token: str, canonical_payload: bytes) -> AdapterOutcome: ...
 
+    def lookup(self, token: str, canonical_payload: bytes) -> LookupOutcome: ...
+
 
 @dataclass(frozen=True, slots=True)
 class ProposeCommand:
@@ -75,6 +80,15 @@ class ProposeCommand:
     resource_type: str
     resource_json: str
     context: ProposalContext
+
+
+@dataclass(frozen=True, slots=True)
+class _Issued:
+    """A token minted for one attempt: what the audit record names."""
+
+    minted: MintedToken
+    scope: str
+    approvals: tuple[str, ...]
 
 
 def proposal_id_for(tenant_id: str, agent_id: str, idempotency_key: str) -> str:
@@ -119,6 +133,8 @@ class ProposalService:
         audit: AuditSink,
         *,
         clock: Callable[[], float] = time.time,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -128,6 +144,10 @@ class ProposalService:
         self._adapter = adapter
         self._audit = audit
         self._clock = clock
+        self._retry = retry or RetryPolicy()
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._backpressure_until = 0.0
+        self._adapter_timeout = float(getattr(adapter, "timeout_seconds", config.adapter_timeout_seconds))
 
     @property
     def store(self) -> ProposalStore:
@@ -283,17 +303,62 @@ class ProposalService:
 
     def resume(self, record: ProposalRecord) -> ProposalRecord:
         """Take a stored proposal to its next step, whichever process left it: decide one left
-        `validated`, send one left `approved`. Compare-and-set lets exactly one of several
-        processes move it; the others report where it got to."""
+        `validated`; send one left `approved` or `failed_retryable` once its wait is over; look
+        up one left `ambiguous`, or `submitted` by a sender that stopped answering. Compare-and-
+        set lets exactly one of several processes move it; the others report where it got to.
+        Nothing here sends a write whose earlier attempt may have been stored without looking
+        first."""
         try:
             if record.state is State.VALIDATED:
                 return self.decide(record)
-            if record.state is State.APPROVED:
-                return self.submit(record)
+            if record.state in (State.APPROVED, State.FAILED_RETRYABLE):
+                return self.retry_due(record)
+            if record.state is State.AMBIGUOUS:
+                return self.resolve_ambiguous(record)
+            if record.state is State.SUBMITTED:
+                return self.settle_stale(record)
         except IllegalTransition:
             current = guard_storage(lambda: self._store.get(record.proposal_id))
             return current if current is not None else record
         return record
+
+    def sweep_deliveries(self, limit: int = 200) -> int:
+        """Continue every write a failure or a wait left unsettled: due retries, held-back
+        approvals, ambiguous outcomes, and `submitted` writes whose sender died. Run by every
+        replica's sweeper; returns how many proposals moved."""
+        moved = 0
+        # An approved proposal is sent by the process that approved it within milliseconds; one
+        # older than this without a scheduled attempt was left by a process that died first.
+        stale = rfc3339(self.now() - timedelta(seconds=5))
+        for record in guard_storage(
+            lambda: self._store.find(
+                ProposalQuery(
+                    states=(
+                        State.APPROVED,
+                        State.FAILED_RETRYABLE,
+                        State.AMBIGUOUS,
+                        State.SUBMITTED,
+                    ),
+                    limit=limit,
+                )
+            )
+        ):
+            if (
+                record.state is State.APPROVED
+                and not Delivery.of(record.delivery).next_attempt_at
+                and record.updated_at >= stale
+            ):
+                continue
+            try:
+                after = self.resume(record)
+            except ChartgateError as exc:
+                # One proposal's trouble (the audit log full, the store busy) must not stop the
+                # others; the next pass tries it again.
+                log.warning("could not continue %s: %s", record.proposal_id, exc.reason)
+                continue
+            if after.state is not record.state or after.delivery != record.delivery:
+                moved += 1
+        return moved
 
     def decide(self, record: ProposalRecord) -> ProposalRecord:
         """From `validated`: audit the proposal, evaluate policy, then hold, block or submit."""
@@ -411,10 +476,15 @@ class ProposalService:
             "escalate_at": rfc3339(now + timedelta(seconds=seconds * ESCALATE_AT_FRACTION)),
         }
 
+    # --- delivery: from `approved` to a settled write (issue 9; sidecar/proposals/delivery.py) ---
+
     def submit(self, record: ProposalRecord) -> ProposalRecord:
-        """From `approved`: mint a one-write token, record it, move to `submitted` (before the
-        write leaves: of several processes resuming one approved proposal exactly one sends it),
-        write, record what came of it."""
+        """From `approved`: the first attempt to write it."""
+        return self._attempt(record, State.APPROVED)
+
+    def _token(self, record: ProposalRecord, *, lookup: bool = False) -> _Issued | None:
+        """A fresh one-use token for the record's write (or its look-up); None when the approval
+        window ended (a token never outlives the approval it carries)."""
         ttl = record.obligations.get("token_ttl_seconds")
         ttl_seconds = ttl if isinstance(ttl, int) and not isinstance(ttl, bool) else None
         approval_ids: tuple[str, ...] = ()
@@ -423,13 +493,13 @@ class ProposalService:
             approval_ids = tuple(
                 a.approval_id for a in approvals if a.payload_sha256 == record.payload_sha256
             )
-            if record.expires_at:
-                # A token never outlives the approval it carries; none is minted once it ended.
+            if record.expires_at and not lookup:
                 remaining = int((parse_time(record.expires_at) - self.now()).total_seconds())
                 if remaining < 1:
-                    return self._approval_lapsed(record)
+                    return None
                 ttl_seconds = remaining if ttl_seconds is None else min(ttl_seconds, remaining)
-        scope = f"patient/{record.resource_type}.{_SCOPE_LETTER.get(record.operation, '?')}"
+        letters = "rs" if lookup else _SCOPE_LETTER.get(record.operation, "?")
+        scope = f"patient/{record.resource_type}.{letters}"
         minted = self._minter.mint(
             WriteGrant(
                 proposal_id=record.proposal_id,
@@ -442,8 +512,34 @@ class ProposalService:
                 target=record.target,
                 payload_sha256=record.payload_sha256,
                 approvals=approval_ids,
+                lookup=lookup,
             ),
             ttl_seconds=ttl_seconds,
+        )
+        return _Issued(minted, scope, approval_ids)
+
+    def _attempt(self, record: ProposalRecord, expected: State) -> ProposalRecord:
+        """One attempt: mint a fresh token and audit it, record the intent (`submitted`, with the
+        token id) by compare-and-set before anything leaves (of several processes, exactly one
+        sends), write, and move the proposal by what came of it. A token whose compare-and-set
+        lost is never sent; its audit record says only that it was minted."""
+        now = self._clock()
+        if self._backpressure_until > now and expected is State.APPROVED:
+            # The adapter asked for a pause (throttled, circuit open): the write waits here,
+            # approved, and the sweeper sends it when the pause is over. Nothing is lost.
+            return self._hold_back(record)
+        token = self._token(record)
+        if token is None:
+            return self._approval_lapsed(record, expected)
+        minted, scope = token.minted, token.scope
+        delivery = Delivery.of(record.delivery)
+        intent = replace(
+            delivery,
+            attempts=delivery.attempts + 1,
+            first_attempt_at=delivery.first_attempt_at or now,
+            last_attempt_at=now,
+            next_attempt_at=0.0,
+            jti=minted.jti,
         )
         self.audit(
             "token.minted",
@@ -454,28 +550,55 @@ class ProposalService:
                 "scope": scope,
                 "expires_at": minted.expires_at,
                 "payload_sha256": record.payload_sha256,
-                "approvals": list(approval_ids),
+                "approvals": list(token.approvals),
+                "attempt": intent.attempts,
                 "policy_revision": record.policy_revision,
             },
         )
         record = guard_storage(
-            lambda: self._store.transition(record.proposal_id, State.APPROVED, State.SUBMITTED)
+            lambda: self._store.transition(
+                record.proposal_id, expected, State.SUBMITTED, delivery=intent.to_json()
+            )
         )
         outcome = self._adapter.write(minted.token, record.payload)
+        return self._settle(record, intent, outcome)
+
+    def _settle(
+        self, record: ProposalRecord, delivery: Delivery, outcome: AdapterOutcome
+    ) -> ProposalRecord:
+        """Move a `submitted` proposal by what its attempt came to (delivery.verdict)."""
+        now = self._clock()
+        step = {
+            "at": round(now, 3),
+            "attempt": delivery.attempts,
+            "class": "written" if outcome.ok else outcome.failure,
+            "reason": outcome.reason,
+            "http_status": outcome.http_status,
+        }
+        delivery = replace(delivery, history=(*delivery.history, step))
         if outcome.ok:
-            target = State.ACCEPTED
-            reasons: tuple[Mapping[str, str], ...] = record.reasons
+            target, reasons = State.ACCEPTED, record.reasons
         else:
-            if outcome.code in _RETRYABLE:
+            if outcome.failure in BACKPRESSURE and outcome.retry_after > 0:
+                self._backpressure_until = max(
+                    self._backpressure_until, now + min(outcome.retry_after, 300.0)
+                )
+            verdict_ = verdict(outcome.failure, record.operation)
+            reason = {
+                "code": outcome.reason,
+                "message": outcome.message,
+                "rule": f"adapter.{outcome.failure}",
+            }
+            reasons = (*record.reasons, reason)
+            if verdict_ == "resend":
                 target = State.FAILED_RETRYABLE
-            elif outcome.code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                wait = self._retry.delay(delivery.attempts, outcome.retry_after, self._rng)
+                delivery = replace(delivery, next_attempt_at=now + wait)
+            elif verdict_ == "look_up":
                 target = State.AMBIGUOUS
+                delivery = replace(delivery, next_attempt_at=now + self._retry.index_delay_seconds)
             else:
                 target = State.FAILED_FINAL
-            reasons = (
-                *record.reasons,
-                {"code": outcome.reason, "message": outcome.message, "rule": "adapter"},
-            )
         updated = guard_storage(
             lambda: self._store.transition(
                 record.proposal_id,
@@ -484,6 +607,7 @@ class ProposalService:
                 fhir_id=outcome.fhir_id,
                 fhir_version=outcome.fhir_version,
                 reasons=reasons,
+                delivery=delivery.to_json(),
             )
         )
         self.audit(
@@ -491,28 +615,211 @@ class ProposalService:
             {
                 "proposal_id": record.proposal_id,
                 "state": target.value,
+                "attempt": delivery.attempts,
+                "failure_class": outcome.failure,
                 "fhir_id": outcome.fhir_id,
                 "fhir_version": outcome.fhir_version,
                 "already_existed": outcome.already_existed,
                 "http_status": outcome.http_status,
-                "grpc_code": outcome.code.name,
                 "reason": outcome.reason,
+                "retry_after": round(outcome.retry_after, 3),
                 "policy_revision": record.policy_revision,
+            },
+        )
+        if target is State.FAILED_RETRYABLE and delivery.exhausted(self._retry, now):
+            return self._dead_letter(updated, State.FAILED_RETRYABLE)
+        return updated
+
+    def _hold_back(self, record: ProposalRecord) -> ProposalRecord:
+        delivery = replace(Delivery.of(record.delivery), next_attempt_at=self._backpressure_until)
+        return guard_storage(
+            lambda: self._store.update(
+                record.proposal_id, State.APPROVED, delivery=delivery.to_json()
+            )
+        )
+
+    def _dead_letter(self, record: ProposalRecord, expected: State) -> ProposalRecord:
+        """Out of attempts or time: parked for an operator (`chartgate deadletter`), with its
+        history; never dropped."""
+        updated = guard_storage(
+            lambda: self._store.transition(
+                record.proposal_id,
+                expected,
+                State.DEAD_LETTERED,
+                reasons=(
+                    *record.reasons,
+                    {
+                        "code": "delivery.exhausted",
+                        "message": "the write could not be delivered within its retry budget; "
+                        "an operator may replay it",
+                        "rule": "delivery",
+                    },
+                ),
+            )
+        )
+        self.audit(
+            "write.dead_lettered",
+            {
+                "proposal_id": record.proposal_id,
+                "attempts": Delivery.of(record.delivery).attempts,
+                "state": expected.value,
             },
         )
         return updated
 
-    def _approval_lapsed(self, record: ProposalRecord) -> ProposalRecord:
-        """An approved proposal whose approval window ended before it was sent: no token is
-        minted and nothing is written; it expires, with a reason the agent can read."""
-        self.audit(
-            "proposal.expired",
-            {"proposal_id": record.proposal_id, "expires_at": record.expires_at, "state": "approved"},
+    def backpressure_seconds(self) -> float:
+        """How long the adapter asked this sidecar to hold new writes back (0 when it did not)."""
+        return max(0.0, self._backpressure_until - self._clock())
+
+    def retry_due(self, record: ProposalRecord) -> ProposalRecord:
+        """A `failed_retryable` (or held-back `approved`) write whose time has come: resend it, or
+        dead-letter it when its budget is spent."""
+        now = self._clock()
+        delivery = Delivery.of(record.delivery)
+        if delivery.next_attempt_at > now or self._backpressure_until > now:
+            return record
+        if record.state is State.APPROVED:
+            return self._attempt(record, State.APPROVED)
+        if record.state is not State.FAILED_RETRYABLE:
+            return record
+        if delivery.exhausted(self._retry, now):
+            return self._dead_letter(record, State.FAILED_RETRYABLE)
+        return self._attempt(record, State.FAILED_RETRYABLE)
+
+    def resolve_ambiguous(self, record: ProposalRecord) -> ProposalRecord:
+        """Settle an `ambiguous` write by looking it up: found, it is accepted; absent (once the
+        EHR had time to index it), it is resent under the same conditional create; a look-up
+        without an answer is tried again later."""
+        now = self._clock()
+        delivery = Delivery.of(record.delivery)
+        if record.state is not State.AMBIGUOUS or delivery.next_attempt_at > now:
+            return record
+        token = self._token(record, lookup=True)
+        assert token is not None  # look-up tokens do not depend on the approval window
+        found = self._adapter.lookup(token.minted.token, record.payload)
+        step = {"at": round(now, 3), "attempt": delivery.attempts, "class": "lookup"}
+        if found.found:
+            delivery = replace(delivery, history=(*delivery.history, {**step, "result": "found"}))
+            updated = guard_storage(
+                lambda: self._store.transition(
+                    record.proposal_id,
+                    State.AMBIGUOUS,
+                    State.ACCEPTED,
+                    fhir_id=found.fhir_id,
+                    fhir_version=found.fhir_version,
+                    delivery=delivery.to_json(),
+                )
+            )
+            self.audit(
+                "write.outcome",
+                {
+                    "proposal_id": record.proposal_id,
+                    "state": State.ACCEPTED.value,
+                    "attempt": delivery.attempts,
+                    "failure_class": "",
+                    "fhir_id": found.fhir_id,
+                    "fhir_version": found.fhir_version,
+                    "already_existed": True,
+                    "http_status": 0,
+                    "reason": "lookup.found",
+                    "retry_after": 0.0,
+                    "policy_revision": record.policy_revision,
+                },
+            )
+            return updated
+        if found.failure:
+            wait = self._retry.delay(delivery.attempts, found.retry_after, self._rng)
+            delivery = replace(
+                delivery,
+                next_attempt_at=now + max(wait, 0.2),
+                history=(*delivery.history, {**step, "result": found.failure}),
+            )
+            return guard_storage(
+                lambda: self._store.update(
+                    record.proposal_id, State.AMBIGUOUS, delivery=delivery.to_json()
+                )
+            )
+        if delivery.exhausted(self._retry, now):
+            return self._dead_letter(record, State.AMBIGUOUS)
+        # Known absent: resending under the same conditional create cannot make a second copy.
+        record = guard_storage(
+            lambda: self._store.update(
+                record.proposal_id,
+                State.AMBIGUOUS,
+                delivery=replace(
+                    delivery, history=(*delivery.history, {**step, "result": "absent"})
+                ).to_json(),
+            )
+        )
+        return self._attempt(record, State.AMBIGUOUS)
+
+    def settle_stale(self, record: ProposalRecord) -> ProposalRecord:
+        """A `submitted` write whose sender stopped answering for longer than an attempt can take
+        (the process died mid-write): its outcome is unknown, so it becomes `ambiguous` and is
+        looked up, never resent blind."""
+        if record.state is not State.SUBMITTED:
+            return record
+        delivery = Delivery.of(record.delivery)
+        now = self._clock()
+        started = delivery.last_attempt_at or parse_time(record.updated_at).timestamp()
+        if now - started < self._adapter_timeout + _STALE_MARGIN_SECONDS:
+            return record
+        delivery = replace(
+            delivery,
+            next_attempt_at=now,
+            history=(*delivery.history, {"at": round(now, 3), "class": "stale"}),
         )
         return guard_storage(
             lambda: self._store.transition(
                 record.proposal_id,
-                State.APPROVED,
+                State.SUBMITTED,
+                State.AMBIGUOUS,
+                reasons=(
+                    *record.reasons,
+                    {
+                        "code": "delivery.sender_lost",
+                        "message": "the process sending the write stopped before its outcome "
+                        "was known; it is looked up",
+                        "rule": "delivery",
+                    },
+                ),
+                delivery=delivery.to_json(),
+            )
+        )
+
+    def _approval_lapsed(self, record: ProposalRecord, expected: State) -> ProposalRecord:
+        """The approval window ended before the write could be sent (again): no token is minted
+        and nothing more is sent. Never sent, or known absent, it expires with a reason the agent
+        can read; an earlier attempt that may have been stored is looked up first (ambiguous),
+        so nothing written is ever reported as not written."""
+        if expected is State.FAILED_RETRYABLE:
+            now = self._clock()
+            delivery = Delivery.of(record.delivery)
+            delivery = replace(
+                delivery,
+                next_attempt_at=now,
+                history=(*delivery.history, {"at": round(now, 3), "class": "approval_lapsed"}),
+            )
+            return guard_storage(
+                lambda: self._store.transition(
+                    record.proposal_id,
+                    State.FAILED_RETRYABLE,
+                    State.AMBIGUOUS,
+                    delivery=delivery.to_json(),
+                )
+            )
+        self.audit(
+            "proposal.expired",
+            {
+                "proposal_id": record.proposal_id,
+                "expires_at": record.expires_at,
+                "state": expected.value,
+            },
+        )
+        return guard_storage(
+            lambda: self._store.transition(
+                record.proposal_id,
+                expected,
                 State.EXPIRED,
                 reasons=(
                     *record.reasons,

@@ -457,12 +457,13 @@ class ReviewService:
         )
 
     def sweep(self, limit: int = 200) -> tuple[int, int, int]:
-        """Expire held proposals past their window, record escalations that are due, and send
-        approved proposals a failed process left behind. Run by every replica every second;
-        compare-and-set makes each move happen once. Returns (expired, escalated, resumed)."""
+        """Expire held proposals past their window, record escalations that are due, and continue
+        the writes a failure or a wait left unsettled (ProposalService.sweep_deliveries). Run by
+        every replica every second; compare-and-set makes each move happen once. Returns
+        (expired, escalated, resumed)."""
         now = self._proposals.now()
         stamp = rfc3339(now)
-        expired = escalated = resumed = 0
+        expired = escalated = 0
         due = guard_storage(
             lambda: self._store.find(
                 ProposalQuery(states=(State.PENDING_APPROVAL,), expires_before=stamp, limit=limit)
@@ -495,13 +496,5 @@ class ReviewService:
                     "approvals_required": record.approvals_required,
                 },
             )
-        # An approved proposal is sent by the process that approved it within milliseconds; one
-        # older than this was left by a process that died before sending it.
-        stale = rfc3339(now - timedelta(seconds=5))
-        for record in guard_storage(
-            lambda: self._store.find(ProposalQuery(states=(State.APPROVED,), limit=limit))
-        ):
-            if record.updated_at < stale:
-                self._proposals.resume(record)
-                resumed += 1
+        resumed = self._proposals.sweep_deliveries(limit)
         return expired, escalated, resumed

@@ -113,6 +113,9 @@ class ProposalRecord:
     supersedes: str = ""
     superseded_by: str = ""
     rejection: Mapping[str, str] = field(default_factory=dict)
+    # The write's delivery: attempts, the token id of the latest, when the next is due, and the
+    # history of what each attempt came to (classes and reasons, no content).
+    delivery: Mapping[str, Any] = field(default_factory=dict)
     fhir_id: str = ""
     fhir_version: str = ""
     created_at: str = ""

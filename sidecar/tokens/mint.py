@@ -33,6 +33,9 @@ class WriteGrant:
     # The approvals that let this write happen (empty for an autonomous one): the token is
     # bound to them and to the payload they approved.
     approvals: tuple[str, ...] = ()
+    # A look-up token: it lets the adapter search for the write (to settle an ambiguous outcome)
+    # and never authorizes one.
+    lookup: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,7 @@ class TokenMinter:
                     "target": grant.target,
                     "payload_sha256": grant.payload_sha256,
                     "approvals": list(grant.approvals),
+                    "lookup": grant.lookup,
                 }
             ],
         }

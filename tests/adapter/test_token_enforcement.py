@@ -13,7 +13,6 @@ from joserfc import jwt
 
 from chartgate import keys
 from chartgate.canonical import canonicalize, sha256_hex
-from chartgate.rpc_errors import error_reason
 from chartgate.stack import Stack, start_adapter, start_fhir_store
 from chartgate.v1 import adapter_pb2, adapter_pb2_grpc
 from chartgate.write_token import PROPOSAL_IDENTIFIER_SYSTEM
@@ -78,11 +77,13 @@ def write(stack: Stack, token: str, body: bytes) -> adapter_pb2.WriteResponse:
         )
 
 
-def refused(stack: Stack, token: str, body: bytes) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as info:
-        write(stack, token, body)
-    reason, _ = error_reason(info.value)
-    return info.value.code(), reason  # type: ignore[attr-defined]
+def refused(stack: Stack, token: str, body: bytes) -> tuple[int, str]:
+    """A refusal is an outcome, not an RPC error: nothing written, its failure class and reason
+    as data (the sidecar settles the proposal by the class, never by re-deriving it)."""
+    response = write(stack, token, body)
+    assert not response.written
+    assert not response.fhir_id
+    return response.failure_class, response.reason
 
 
 def stored_for(stack: Stack, grant: WriteGrant) -> list[dict[str, Any]]:
@@ -102,7 +103,7 @@ def test_valid_token_writes_once_and_a_replay_is_refused(adapter_stack: Stack) -
     assert response.fhir_id
     assert response.fhir_version == "1"
     code, reason = refused(adapter_stack, token, body)
-    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "token.replayed")
+    assert (code, reason) == (adapter_pb2.FAILURE_CLASS_TOKEN, "token.replayed")
     assert len(stored_for(adapter_stack, grant)) == 1
 
 
@@ -123,7 +124,7 @@ def test_token_for_another_audience_is_refused(adapter_stack: Stack) -> None:
     grant = grant_for(body)
     token = minter(adapter_stack, audience="some-other-adapter").mint(grant).token
     assert refused(adapter_stack, token, body) == (
-        grpc.StatusCode.UNAUTHENTICATED,
+        adapter_pb2.FAILURE_CLASS_TOKEN,
         "token.wrong_audience",
     )
     assert stored_for(adapter_stack, grant) == []
@@ -165,7 +166,7 @@ def test_expired_token_is_refused(adapter_stack: Stack) -> None:
     grant = grant_for(body)
     now = int(time.time())
     token = _custom_token(adapter_stack, grant, iat=now - 120, exp=now - 60)
-    assert refused(adapter_stack, token, body) == (grpc.StatusCode.UNAUTHENTICATED, "token.expired")
+    assert refused(adapter_stack, token, body) == (adapter_pb2.FAILURE_CLASS_TOKEN, "token.expired")
     assert stored_for(adapter_stack, grant) == []
 
 
@@ -175,7 +176,7 @@ def test_swapped_body_is_refused(adapter_stack: Stack) -> None:
     grant = grant_for(minted_for)
     token = minter(adapter_stack).mint(grant).token
     assert refused(adapter_stack, token, swapped) == (
-        grpc.StatusCode.PERMISSION_DENIED,
+        adapter_pb2.FAILURE_CLASS_PAYLOAD,
         "payload.hash_mismatch",
     )
     assert stored_for(adapter_stack, grant) == []
@@ -201,7 +202,7 @@ def test_malformed_tokens_are_refused(
     grant = grant_for(body)
     token = _custom_token(adapter_stack, grant, **overrides)
     code, got = refused(adapter_stack, token, body)
-    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert code == adapter_pb2.FAILURE_CLASS_TOKEN
     assert got == reason
     assert stored_for(adapter_stack, grant) == []
 
@@ -212,7 +213,7 @@ def test_token_signed_by_an_unknown_key_is_refused(adapter_stack: Stack) -> None
     forger = keys.generate("token")
     known_kid = keys.load_private(adapter_stack.workdir / "keys" / "token-signing.jwk").kid
     token = _custom_token(adapter_stack, grant, header={"kid": known_kid}, signing_key=forger.jwk)
-    assert refused(adapter_stack, token, body) == (grpc.StatusCode.UNAUTHENTICATED, "token.invalid")
+    assert refused(adapter_stack, token, body) == (adapter_pb2.FAILURE_CLASS_TOKEN, "token.invalid")
     assert stored_for(adapter_stack, grant) == []
 
 
@@ -221,7 +222,7 @@ def test_body_for_another_patient_than_the_token_is_refused(adapter_stack: Stack
     grant = grant_for(body, patient=PATIENT)
     token = minter(adapter_stack).mint(grant).token
     assert refused(adapter_stack, token, body) == (
-        grpc.StatusCode.PERMISSION_DENIED,
+        adapter_pb2.FAILURE_CLASS_PAYLOAD,
         "payload.wrong_patient",
     )
     assert stored_for(adapter_stack, grant) == []
@@ -243,6 +244,6 @@ def test_update_of_another_patients_resource_is_refused(adapter_stack: Stack) ->
     )
     token = minter(adapter_stack).mint(grant).token
     code, reason = refused(adapter_stack, token, body)
-    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "payload.wrong_patient")
+    assert (code, reason) == (adapter_pb2.FAILURE_CLASS_PAYLOAD, "payload.wrong_patient")
     other = fhir_search(adapter_stack.fhir_base, "Patient", _id="p-other")[0]
     assert other["active"] is True

@@ -14,7 +14,9 @@ from sidecar.proposals.lifecycle import TRANSITIONS, State, check_transition
         (State.BLOCKED, State.APPROVED),
         (State.PENDING_APPROVAL, State.SUBMITTED),
         (State.ACCEPTED, State.SUBMITTED),
-        (State.AMBIGUOUS, State.SUBMITTED),
+        # Ambiguous is never declared safe to resend: it is looked up (then resent or accepted).
+        (State.AMBIGUOUS, State.FAILED_RETRYABLE),
+        (State.DEAD_LETTERED, State.APPROVED),
         (State.REJECTED, State.APPROVED),
     ],
 )
@@ -28,5 +30,5 @@ def test_every_listed_transition_is_allowed() -> None:
         for target in targets:
             check_transition(current, target)
     # Terminal states have no way out.
-    for terminal in (State.BLOCKED, State.REJECTED, State.DEAD_LETTERED, State.RECONCILED):
+    for terminal in (State.BLOCKED, State.REJECTED, State.FAILED_FINAL, State.RECONCILED):
         assert terminal not in TRANSITIONS

@@ -114,6 +114,7 @@ def full_record(proposal_id: str = "pr-full") -> ProposalRecord:
         supersedes="pr-older",
         superseded_by="pr-newer",
         rejection={"code": "clinical.wrong_patient", "note": AWKWARD},
+        delivery={"attempts": 3, "jti": AWKWARD, "history": [{"class": "throttled", "at": 1.5}]},
         fhir_id="Condition-" + "9" * 40,
         fhir_version='W/"3"',
         created_at="1999-01-01T00:00:00.000000+00:00",  # the store sets its own

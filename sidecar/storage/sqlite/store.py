@@ -25,7 +25,7 @@ from sidecar.storage.records import (
     utc_now,
 )
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS proposals (
@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS proposals (
     supersedes         TEXT NOT NULL DEFAULT '',
     superseded_by      TEXT NOT NULL DEFAULT '',
     rejection          TEXT NOT NULL DEFAULT '{}',
+    delivery           TEXT NOT NULL DEFAULT '{}',
     fhir_id            TEXT NOT NULL DEFAULT '',
     fhir_version       TEXT NOT NULL DEFAULT '',
     created_at         TEXT NOT NULL,
@@ -82,7 +83,16 @@ _COLUMNS: Final = tuple(ProposalRecord.__dataclass_fields__)
 _APPROVAL_COLUMNS: Final = tuple(ApprovalRecord.__dataclass_fields__)
 # Stored as JSON text; everything else as it is (state as its value).
 _JSON_COLUMNS: Final = frozenset(
-    {"context", "fields", "summary", "reasons", "obligations", "approver_roles", "rejection"}
+    {
+        "context",
+        "fields",
+        "summary",
+        "reasons",
+        "obligations",
+        "approver_roles",
+        "rejection",
+        "delivery",
+    }
 )
 # Never changed after the insert: who and what the proposal is (a proposal cannot be re-keyed,
 # nor its hash detached from its payload), and its state (only through the lifecycle table).
@@ -121,7 +131,7 @@ def _from_row(row: tuple[Any, ...]) -> ProposalRecord:
     data["fields"] = tuple(json.loads(data["fields"]))
     data["approver_roles"] = tuple(json.loads(data["approver_roles"]))
     data["reasons"] = tuple(json.loads(data["reasons"]))
-    for name in ("summary", "obligations", "rejection"):
+    for name in ("summary", "obligations", "rejection", "delivery"):
         data[name] = json.loads(data[name])
     return ProposalRecord(**data)
 
