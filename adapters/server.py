@@ -103,7 +103,7 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
         except Exception as exc:
             # A defect, never UNKNOWN: it may have struck after the write left, so the outcome
             # is ambiguous (looked up, never blindly resent).
-            log.exception("unexpected adapter failure (%s)", type(exc).__name__)
+            log.error("unexpected adapter failure (%s)", type(exc).__name__)
             return _refused(
                 AdapterError(
                     FailureClass.AMBIGUOUS,
@@ -152,7 +152,7 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
                 retry_after_seconds=exc.retry_after or 0.0,
             )
         except Exception as exc:
-            log.exception("unexpected adapter failure in a look-up (%s)", type(exc).__name__)
+            log.error("unexpected adapter failure in a look-up (%s)", type(exc).__name__)
             return adapter_pb2.LookupResponse(
                 found=False,
                 failure_class=FailureClass.TRANSPORT.proto,

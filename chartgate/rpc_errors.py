@@ -37,10 +37,15 @@ def abort(
     reason: str,
     metadata: Mapping[str, str] | None = None,
     violations: Iterable[Sequence[str]] = (),
+    retry_after_seconds: float = 0.0,
 ) -> NoReturn:
-    """End the call with `code`, a human message, an ErrorInfo reason and field violations
-    (`(field, description)` or `(field, description, reason)`), all bounded in size."""
+    """End the call with `code`, a human message, an ErrorInfo reason, field violations
+    (`(field, description)` or `(field, description, reason)`), all bounded in size, and when
+    to retry (RetryInfo, and `retry_after_seconds` in the ErrorInfo metadata for clients that
+    read only that)."""
     details = []
+    if retry_after_seconds > 0:
+        metadata = {**(metadata or {}), "retry_after_seconds": f"{retry_after_seconds:.3f}"}
     info = error_details_pb2.ErrorInfo(
         reason=_bounded(reason, _MAX_REASON), domain=ERROR_DOMAIN, metadata=metadata or {}
     )
@@ -65,6 +70,14 @@ def abort(
         packed_bad = any_pb2.Any()
         packed_bad.Pack(bad)
         details.append(packed_bad)
+    if retry_after_seconds > 0:
+        whole = int(retry_after_seconds)
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.seconds = whole
+        retry.retry_delay.nanos = int((retry_after_seconds - whole) * 1e9)
+        packed_retry = any_pb2.Any()
+        packed_retry.Pack(retry)
+        details.append(packed_retry)
     status = status_pb2.Status(
         code=code.value[0], message=_bounded(message, _MAX_MESSAGE), details=details
     )
@@ -89,3 +102,17 @@ def error_reason(error: grpc.RpcError) -> tuple[str, list[tuple[str, str]]]:
             detail.Unpack(bad)
             violations.extend((v.field, v.description) for v in bad.field_violations)
     return reason, violations
+
+
+def retry_delay(error: grpc.RpcError) -> float:
+    """The RetryInfo delay a failed call carries, in seconds (0 when it names none)."""
+    status = rpc_status.from_call(error)
+    if status is None:
+        return 0.0
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            delay = retry.retry_delay
+            return float(delay.seconds) + float(delay.nanos) / 1e9
+    return 0.0

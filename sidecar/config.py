@@ -73,11 +73,41 @@ class SidecarConfig(BaseModel):
         default=1.0,
         gt=0,
         le=60,
-        description="How often this replica expires, escalates and resumes held and approved proposals.",
+        description="How often this replica expires and escalates held proposals and continues "
+        "unsettled writes (retries, look-ups, writes a failed process left).",
     )
     store_dsn: str | None = Field(
         default=None,
         description="PostgreSQL DSN of the proposal store shared by replicas (instead of SQLite).",
+    )
+    retry_max_attempts: int = Field(
+        default=8, ge=1, le=100, description="Attempts of one write before it is dead-lettered."
+    )
+    retry_base_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="First backoff ceiling; doubles every attempt."
+    )
+    retry_cap_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="Largest backoff ceiling (full jitter below it)."
+    )
+    retry_max_total_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        le=86400,
+        description="Time from a write's first attempt after which it is dead-lettered.",
+    )
+    retry_index_delay_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=300,
+        description="Wait after an ambiguous attempt before a look-up that finds nothing counts "
+        "as absent (search indexes lag).",
+    )
+    max_queued_writes: int = Field(
+        default=100,
+        ge=0,
+        le=100000,
+        description="Writes of this agent that may wait while the adapter asks for a pause; "
+        "past it Propose answers RESOURCE_EXHAUSTED with a retry-after hint.",
     )
 
     @field_validator("agent_scopes")

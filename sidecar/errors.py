@@ -33,6 +33,8 @@ class ChartgateError(Exception):
     status: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
     reason: str = "sidecar.fault"
     retryable: bool = True
+    # When to retry (google.rpc.RetryInfo); 0: the caller decides.
+    retry_after_seconds: float = 0.0
 
     def __init__(self, message: str, violations: tuple[FieldViolation, ...] = ()) -> None:
         super().__init__(message)
@@ -105,6 +107,19 @@ class ReviewNotPossible(ChartgateError):
     retryable = False
 
 
+class WritesThrottled(ChartgateError):
+    """The EHR connection asked for a pause (throttled, circuit open) and this agent's queue of
+    waiting writes is full: nothing was recorded; retry after the hint (RetryInfo and the
+    `retry_after_seconds` metadata)."""
+
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "delivery.backpressure"
+
+    def __init__(self, message: str, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class AuditUnavailable(ChartgateError):
     """The audit log could not make a record durable; nothing after that step happened."""
 
@@ -163,6 +178,7 @@ ERRORS: tuple[type[ChartgateError], ...] = (
     ReviewerUnauthenticated,
     ReviewForbidden,
     ReviewNotPossible,
+    WritesThrottled,
     AuditUnavailable,
     LedgerUnavailable,
     SidecarFault,

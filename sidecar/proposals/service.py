@@ -31,6 +31,7 @@ from sidecar.errors import (
     InvalidProposal,
     LedgerUnavailable,
     ProposalNotFound,
+    WritesThrottled,
 )
 from sidecar.policy.engine import Decision, PolicyEngine, Tier, deny
 from sidecar.policy.input import build_input
@@ -144,7 +145,13 @@ class ProposalService:
         self._adapter = adapter
         self._audit = audit
         self._clock = clock
-        self._retry = retry or RetryPolicy()
+        self._retry = retry or RetryPolicy(
+            max_attempts=config.retry_max_attempts,
+            base_seconds=config.retry_base_seconds,
+            cap_seconds=config.retry_cap_seconds,
+            max_total_seconds=config.retry_max_total_seconds,
+            index_delay_seconds=config.retry_index_delay_seconds,
+        )
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._backpressure_until = 0.0
         self._adapter_timeout = float(getattr(adapter, "timeout_seconds", config.adapter_timeout_seconds))
@@ -192,12 +199,13 @@ class ProposalService:
             self._audit_refusal(command, exc)
             raise
         ctx = command.context
+        pid = proposal_id_for(self._config.tenant_id, self._config.agent_id, command.idempotency_key)
+        if self.backpressure_seconds() > 0:
+            self._admit(pid)
         record, created = guard_storage(
             lambda: self._store.insert_or_get(
                 ProposalRecord(
-                    proposal_id=proposal_id_for(
-                        self._config.tenant_id, self._config.agent_id, command.idempotency_key
-                    ),
+                    proposal_id=pid,
                     tenant_id=self._config.tenant_id,
                     agent_id=self._config.agent_id,
                     idempotency_key=command.idempotency_key,
@@ -221,6 +229,30 @@ class ProposalService:
         if not created:
             return self._replay(record, write, ctx)
         return self.decide(record)
+
+    def _admit(self, proposal_id: str) -> None:
+        """While the adapter asks for a pause, a new write may join this agent's queue of waiting
+        writes up to `max_queued_writes`; past it the agent is told when to come back, so it
+        cannot flood the EHR. A retry of a proposal already stored always gets its state."""
+        bound = self._config.max_queued_writes
+        waiting = guard_storage(
+            lambda: self._store.find(
+                ProposalQuery(
+                    states=(State.APPROVED, State.FAILED_RETRYABLE, State.AMBIGUOUS),
+                    tenant_id=self._config.tenant_id,
+                    agent_id=self._config.agent_id,
+                    limit=bound + 1,
+                )
+            )
+        )
+        if len(waiting) < bound or guard_storage(lambda: self._store.get(proposal_id)):
+            return
+        wait = max(1.0, self.backpressure_seconds())
+        raise WritesThrottled(
+            f"the EHR connection asked for a pause and {bound} writes of this agent are waiting; "
+            f"nothing was recorded: propose again in {wait:.0f} s",
+            retry_after_seconds=wait,
+        )
 
     def _audit_refusal(self, command: ProposeCommand, exc: InvalidProposal) -> None:
         """What was refused, by field name and reason code; never a value the agent sent (the key

@@ -240,4 +240,5 @@ def _guard(context: grpc.ServicerContext, call: Callable[[], T]) -> T:
         reason=error.reason,
         metadata=details,
         violations=[(v.field, v.description, v.reason) for v in error.violations],
+        retry_after_seconds=error.retry_after_seconds,
     )

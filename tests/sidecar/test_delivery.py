@@ -1,0 +1,468 @@
+"""Delivery of a write under every failure class: retried only when safe, looked up when ambiguous, never twice.
+
+The sidecar's real parts run in-process (SQLite store, signed audit log, the shipped policy on the
+embedded engine, real token minting); the adapter port is the seam, scripted per attempt, with an
+EHR behind it that counts what it stores per payload (a conditional create stores nothing twice).
+The clock is the test's, so backoff and Retry-After waits are exact, not slept. The same rules
+through real processes and an injecting FHIR store: tests/e2e/test_write_faults.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from chartgate import keys
+from sidecar.adapter_client import AdapterOutcome, LookupOutcome
+from sidecar.audit.log import AuditLog
+from sidecar.config import SidecarConfig
+from sidecar.consent import ConsentDirectory
+from sidecar.errors import WritesThrottled
+from sidecar.policy.embedded import EmbeddedEngine
+from sidecar.policy.library import shipped_policy_dir
+from sidecar.proposals.delivery import Delivery, RetryPolicy
+from sidecar.proposals.lifecycle import State
+from sidecar.proposals.service import ProposalService, ProposeCommand, proposal_id_for
+from sidecar.storage.records import ProposalContext
+from sidecar.storage.sqlite.store import SqliteStore
+from sidecar.tokens.mint import TokenMinter
+
+PATIENT = "p-123"
+OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+DIAGNOSTICS = "Observation.valueQuantity.code: the unit is not UCUM"
+
+
+class Killed(BaseException):
+    """The sending process died: nothing after the write runs (BaseException, so no handler
+    in the service can turn it into an outcome)."""
+
+
+@dataclass
+class Ehr:
+    """What the EHR holds: stored copies per payload, and every attempt that reached it."""
+
+    stored: Counter[bytes] = field(default_factory=Counter)
+    sends: list[bytes] = field(default_factory=list)
+    jtis: list[str] = field(default_factory=list)
+    lookups: int = 0
+
+
+class ScriptedAdapter:
+    """The adapter port: each write takes the next scripted outcome (default: written)."""
+
+    timeout_seconds = 10.0
+
+    def __init__(self, ehr: Ehr) -> None:
+        self.ehr = ehr
+        self.script: list[str] = []
+        self.retry_after = 0.0
+        self.lock = threading.Lock()
+
+    def _store(self, payload: bytes) -> bool:
+        """A conditional create: a second copy of the same write is never stored."""
+        existed = self.ehr.stored[payload] > 0
+        if not existed:
+            self.ehr.stored[payload] += 1
+        return existed
+
+    def write(self, token: str, canonical_payload: bytes) -> AdapterOutcome:
+        with self.lock:
+            claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+            self.ehr.jtis.append(claims["jti"])
+            step = self.script.pop(0) if self.script else "ok"
+            if step == "refused":  # connection refused: nothing reached the EHR
+                return AdapterOutcome(ok=False, failure="transport", reason="adapter.unreachable")
+            if step == "circuit":
+                return AdapterOutcome(
+                    ok=False,
+                    failure="circuit_open",
+                    reason="ehr.circuit_open",
+                    retry_after=self.retry_after,
+                )
+            self.ehr.sends.append(canonical_payload)
+            if step == "ok":
+                existed = self._store(canonical_payload)
+                return AdapterOutcome(
+                    ok=True, fhir_id="obs-1", fhir_version="1", already_existed=existed,
+                    http_status=200 if existed else 201,
+                )  # fmt: skip
+            if step == "lost":  # committed, then the answer was dropped
+                self._store(canonical_payload)
+                return AdapterOutcome(ok=False, failure="ambiguous", reason="ehr.no_answer")
+            if step == "vanished":  # sent, no answer, and the EHR did not commit it
+                return AdapterOutcome(ok=False, failure="ambiguous", reason="ehr.no_answer")
+            if step == "killed":  # committed, then the sender died
+                self._store(canonical_payload)
+                raise Killed
+            if step == "503":
+                return AdapterOutcome(
+                    ok=False, failure="server_error", reason="ehr.server_error", http_status=503
+                )
+            if step == "429":
+                return AdapterOutcome(
+                    ok=False,
+                    failure="throttled",
+                    reason="ehr.throttled",
+                    http_status=429,
+                    retry_after=self.retry_after,
+                )
+            if step == "400":
+                return AdapterOutcome(
+                    ok=False,
+                    failure="validation",
+                    reason="ehr.invalid",
+                    http_status=400,
+                    message=DIAGNOSTICS,
+                )
+            raise AssertionError(step)
+
+    def lookup(self, token: str, canonical_payload: bytes) -> LookupOutcome:
+        with self.lock:
+            self.ehr.lookups += 1
+            if self.ehr.stored[canonical_payload]:
+                return LookupOutcome(found=True, fhir_id="obs-1", fhir_version="1")
+            return LookupOutcome(found=False)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Parts:
+    service: ProposalService
+    adapter: ScriptedAdapter
+    ehr: Ehr
+    clock: Clock
+    store: SqliteStore
+    audit_path: Path
+
+    def kinds(self) -> list[str]:
+        return [
+            json.loads(line)["kind"] for line in self.audit_path.read_text().splitlines() if line
+        ]
+
+
+def build(tmp_path: Path, *, max_queued_writes: int = 100, max_attempts: int = 8) -> Parts:
+    consents = tmp_path / "consents.json"
+    consents.write_text(
+        json.dumps([{"id": "c-1", "patient": PATIENT, "status": "active", "purposes": ["TREAT"]}])
+    )
+    data = tmp_path / "data.json"
+    data.write_text(
+        json.dumps(
+            {
+                "chartgate_config": {
+                    "tenants": {"st-mary": {"autonomous_vital_signs_min_confidence": 0.9}}
+                }
+            }
+        )
+    )
+    config = SidecarConfig(
+        agent_id="scribe-agent",
+        tenant_id="st-mary",
+        agent_scopes=("patient/Observation.c", "patient/Patient.u"),
+        consents_file=consents,
+        policy_data=data,
+        max_queued_writes=max_queued_writes,
+    )
+    store = SqliteStore(tmp_path / "ledger.sqlite3")
+    audit_path = tmp_path / "audit.jsonl"
+    ehr = Ehr()
+    adapter = ScriptedAdapter(ehr)
+    clock = Clock()
+    service = ProposalService(
+        config,
+        store,
+        EmbeddedEngine(shipped_policy_dir(), extra_data=data),
+        ConsentDirectory(consents),
+        TokenMinter(
+            keys.load_or_create(tmp_path / "t.jwk", "token"),
+            issuer="chartgate-sidecar",
+            audience="chartgate-adapter",
+            ttl_seconds=60,
+        ),
+        adapter,
+        AuditLog(audit_path, keys.load_or_create(tmp_path / "a.jwk", "audit")),
+        clock=clock,
+        retry=RetryPolicy(
+            max_attempts=max_attempts,
+            base_seconds=0.5,
+            cap_seconds=30.0,
+            max_total_seconds=900.0,
+            index_delay_seconds=2.0,
+        ),
+        rng=random.Random(7),
+    )
+    return Parts(service, adapter, ehr, clock, store, audit_path)
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> Iterator[Parts]:
+    built = build(tmp_path)
+    yield built
+    built.store.close()
+
+
+def vital(value: float) -> ProposeCommand:
+    return ProposeCommand(
+        idempotency_key=f"k-{value}",
+        tool="fhir.create",
+        resource_type="Observation",
+        resource_json=json.dumps(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "category": [{"coding": [{"system": OBS_CATEGORY, "code": "vital-signs"}]}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "subject": {"reference": f"Patient/{PATIENT}"},
+                "valueQuantity": {"value": value},
+            }
+        ),
+        context=ProposalContext(
+            patient_id=PATIENT,
+            encounter_id="",
+            purpose_of_use="TREAT",
+            on_behalf_of="",
+            model_version="",
+            prompt_version="",
+            confidence=0.97,
+            mode="live",
+            evidence_refs=(),
+            trace_id=uuid.uuid4().hex,
+        ),
+    )
+
+
+def sweep(parts: Parts) -> None:
+    parts.service.sweep_deliveries()
+
+
+def current(parts: Parts, proposal_id: str) -> Any:
+    return parts.service.get(proposal_id)
+
+
+def test_a_503_is_retried_after_its_backoff_with_a_fresh_token_and_stored_once(
+    parts: Parts,
+) -> None:
+    parts.adapter.script = ["503", "503", "ok"]
+    record = parts.service.propose(vital(70))
+    assert record.state is State.FAILED_RETRYABLE
+    assert record.reasons[-1]["rule"] == "adapter.server_error"
+    due = Delivery.of(record.delivery).next_attempt_at
+    assert parts.clock.now < due <= parts.clock.now + 0.5  # attempt 1: full jitter under 0.5 s
+    sweep(parts)  # not due yet: nothing is sent
+    assert len(parts.ehr.sends) == 1
+    parts.clock.now = due + 0.001
+    sweep(parts)
+    assert current(parts, record.proposal_id).state is State.FAILED_RETRYABLE
+    assert len(parts.ehr.sends) == 2
+    parts.clock.advance(1.001)  # attempt 2 waits at most 1 s
+    sweep(parts)
+    final = current(parts, record.proposal_id)
+    assert final.state is State.ACCEPTED
+    assert final.fhir_id == "obs-1"
+    assert len(parts.ehr.sends) == 3
+    assert len(set(parts.ehr.jtis)) == 3  # a fresh one-write token for every attempt
+    assert Delivery.of(final.delivery).jti == parts.ehr.jtis[-1]
+    assert list(parts.ehr.stored.values()) == [1]
+    assert [h["class"] for h in Delivery.of(final.delivery).history] == [
+        "server_error",
+        "server_error",
+        "written",
+    ]
+    assert parts.kinds().count("token.minted") == 3
+
+
+def test_429_retry_after_is_honoured_and_holds_new_writes_back(parts: Parts) -> None:
+    parts.adapter.script = ["429"]
+    parts.adapter.retry_after = 7.0
+    record = parts.service.propose(vital(71))
+    assert record.state is State.FAILED_RETRYABLE
+    assert Delivery.of(record.delivery).next_attempt_at >= parts.clock.now + 7.0
+    assert parts.service.backpressure_seconds() == pytest.approx(7.0)
+    # A new write while the EHR asked for the pause waits, approved, without being sent.
+    held = parts.service.propose(vital(72))
+    assert held.state is State.APPROVED
+    assert len(parts.ehr.sends) == 1
+    parts.clock.advance(6.9)
+    sweep(parts)
+    assert len(parts.ehr.sends) == 1  # nothing before the EHR's Retry-After
+    parts.clock.advance(0.2)
+    sweep(parts)
+    assert current(parts, record.proposal_id).state is State.ACCEPTED
+    assert current(parts, held.proposal_id).state is State.ACCEPTED
+    assert sorted(parts.ehr.stored.values()) == [1, 1]
+
+
+def test_a_400_operation_outcome_is_final_never_retried_and_reaches_the_agent(
+    parts: Parts,
+) -> None:
+    parts.adapter.script = ["400"]
+    record = parts.service.propose(vital(73))
+    assert record.state is State.FAILED_FINAL
+    reason = record.reasons[-1]
+    assert reason["rule"] == "adapter.validation"
+    assert reason["message"] == DIAGNOSTICS
+    parts.clock.advance(3600)
+    sweep(parts)
+    again = parts.service.propose(vital(73))  # the agent retries with the same key
+    assert again.state is State.FAILED_FINAL
+    assert len(parts.ehr.sends) == 1
+    assert DIAGNOSTICS not in parts.audit_path.read_text()  # the EHR's words stay out of the log
+
+
+def test_a_write_committed_whose_answer_was_lost_is_looked_up_not_resent(parts: Parts) -> None:
+    parts.adapter.script = ["lost"]
+    record = parts.service.propose(vital(74))
+    assert record.state is State.AMBIGUOUS
+    sweep(parts)  # within the index delay: not looked up yet
+    assert parts.ehr.lookups == 0
+    parts.clock.advance(2.01)
+    sweep(parts)
+    final = current(parts, record.proposal_id)
+    assert final.state is State.ACCEPTED
+    assert final.fhir_id == "obs-1"
+    assert parts.ehr.lookups == 1
+    assert len(parts.ehr.sends) == 1
+    assert list(parts.ehr.stored.values()) == [1]
+
+
+def test_an_ambiguous_write_found_absent_is_resent_once(parts: Parts) -> None:
+    parts.adapter.script = ["vanished", "ok"]
+    record = parts.service.propose(vital(75))
+    assert record.state is State.AMBIGUOUS
+    parts.clock.advance(2.01)
+    sweep(parts)
+    final = current(parts, record.proposal_id)
+    assert final.state is State.ACCEPTED
+    assert len(parts.ehr.sends) == 2
+    assert list(parts.ehr.stored.values()) == [1]
+    assert [h.get("result", h["class"]) for h in Delivery.of(final.delivery).history] == [
+        "ambiguous",
+        "absent",
+        "written",
+    ]
+
+
+def test_propose_retried_with_the_same_key_learns_the_state_and_never_writes_twice(
+    parts: Parts,
+) -> None:
+    parts.adapter.script = ["503"]
+    first = parts.service.propose(vital(76))
+    assert first.state is State.FAILED_RETRYABLE
+    for _ in range(5):  # before the backoff is over: the state, no send
+        assert parts.service.propose(vital(76)).state is State.FAILED_RETRYABLE
+    assert len(parts.ehr.sends) == 1
+    parts.clock.advance(1.0)
+    results: list[State] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(parts.service.propose(vital(76)).state))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(parts.ehr.sends) == 2  # eight concurrent retries, one resend
+    assert current(parts, first.proposal_id).state is State.ACCEPTED
+    assert list(parts.ehr.stored.values()) == [1]
+
+
+def test_a_write_out_of_attempts_is_dead_lettered_with_its_history(tmp_path: Path) -> None:
+    parts = build(tmp_path, max_attempts=3)
+    parts.adapter.script = ["503"] * 10
+    record = parts.service.propose(vital(77))
+    for _ in range(5):
+        parts.clock.advance(60)
+        sweep(parts)
+    final = current(parts, record.proposal_id)
+    assert final.state is State.DEAD_LETTERED
+    assert final.reasons[-1]["code"] == "delivery.exhausted"
+    assert len(parts.ehr.sends) == 3
+    assert len(Delivery.of(final.delivery).history) == 3
+    assert "write.dead_lettered" in parts.kinds()
+    parts.store.close()
+
+
+def test_a_sender_killed_after_the_ehr_committed_is_settled_by_looking_not_resending(
+    parts: Parts,
+) -> None:
+    parts.adapter.script = ["killed"]
+    with pytest.raises(Killed):
+        parts.service.propose(vital(78))
+    record = current(parts, proposal_id_for("st-mary", "scribe-agent", "k-78"))
+    assert record.state is State.SUBMITTED  # the intent was recorded before the write left
+    assert Delivery.of(record.delivery).jti == parts.ehr.jtis[0]
+    parts.clock.advance(5)
+    sweep(parts)  # another attempt may still be in flight: left alone
+    assert current(parts, record.proposal_id).state is State.SUBMITTED
+    parts.clock.advance(8)  # past the adapter's deadline and the margin
+    sweep(parts)
+    assert current(parts, record.proposal_id).state is State.AMBIGUOUS
+    sweep(parts)
+    final = current(parts, record.proposal_id)
+    assert final.state is State.ACCEPTED
+    assert len(parts.ehr.sends) == 1  # looked up, never resent blind
+    assert list(parts.ehr.stored.values()) == [1]
+    # The agent's retry of the same key after the restart learns the outcome.
+    assert parts.service.propose(vital(78)).state is State.ACCEPTED
+
+
+def test_with_the_circuit_open_writes_wait_within_a_bound_then_propose_is_refused(
+    tmp_path: Path,
+) -> None:
+    parts = build(tmp_path, max_queued_writes=2)
+    parts.adapter.script = ["circuit"]
+    parts.adapter.retry_after = 5.0
+    first = parts.service.propose(vital(80))
+    assert first.state is State.FAILED_RETRYABLE
+    assert first.reasons[-1]["rule"] == "adapter.circuit_open"
+    queued = parts.service.propose(vital(81))
+    assert queued.state is State.APPROVED  # waits within the bound
+    with pytest.raises(WritesThrottled) as info:
+        parts.service.propose(vital(82))
+    assert info.value.status is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert info.value.reason == "delivery.backpressure"
+    assert 4.0 <= info.value.retry_after_seconds <= 5.0
+    # A retry of a proposal already stored still learns its state.
+    assert parts.service.propose(vital(81)).state is State.APPROVED
+    assert parts.ehr.sends == []
+    parts.clock.advance(5.1)  # the EHR is back
+    sweep(parts)
+    assert parts.service.propose(vital(82)).state is State.ACCEPTED
+    for record in (first, queued):
+        assert current(parts, record.proposal_id).state is State.ACCEPTED
+    assert sorted(parts.ehr.stored.values()) == [1, 1, 1]  # nothing lost, nothing twice
+    parts.store.close()
+
+
+def test_a_write_the_adapter_never_received_is_resent_when_it_is_back(parts: Parts) -> None:
+    parts.adapter.script = ["refused", "refused"]
+    record = parts.service.propose(vital(83))
+    assert record.state is State.FAILED_RETRYABLE
+    assert record.reasons[-1]["rule"] == "adapter.transport"
+    for _ in range(3):
+        parts.clock.advance(2)
+        sweep(parts)
+    assert current(parts, record.proposal_id).state is State.ACCEPTED
+    assert list(parts.ehr.stored.values()) == [1]
