@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from adapters.errors import AdapterError, FailureClass, payload_error
+from adapters.smart import BackendServicesAuth, TokenEndpointError
 from chartgate.compartment import patient_of
 from chartgate.write_token import PROPOSAL_IDENTIFIER_SYSTEM
 
@@ -34,16 +35,21 @@ class FhirClient:
         *,
         timeout_seconds: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        auth: BackendServicesAuth | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
+        self._auth = auth
         self._http = httpx.Client(
             timeout=timeout_seconds,
             headers={"Accept": FHIR_JSON},
             transport=transport,
+            auth=auth,  # SMART Backend Services: a bearer token on every request (docs/smart.md)
         )
 
     def close(self) -> None:
         self._http.close()
+        if self._auth is not None:
+            self._auth.close()
 
     def create(self, resource: dict[str, Any], proposal_id: str) -> WriteResult:
         """Create the resource stamped with the proposal's identifier, at most once.
@@ -149,6 +155,16 @@ class FhirClient:
         answer wrote nothing, so it is TRANSPORT too."""
         try:
             return self._http.request(method, url, **kwargs)
+        except TokenEndpointError as exc:
+            # No access token, so the FHIR request never left: nothing can have been written.
+            # Unreachable, 5xx or 429 at the token endpoint is worth a retry; an OAuth refusal
+            # (invalid_client, invalid_scope, ...) is final until the configuration changes.
+            raise AdapterError(
+                FailureClass.TRANSPORT if exc.retryable else FailureClass.AUTHORIZATION,
+                "fhir.auth_unavailable" if exc.retryable else "fhir.auth_refused",
+                str(exc),
+                http_status=exc.http_status or 0,
+            ) from None
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise AdapterError(
                 FailureClass.TRANSPORT,

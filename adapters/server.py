@@ -16,6 +16,7 @@ from adapters.errors import AdapterError, FailureClass, payload_error, token_err
 from adapters.fhir_client import FhirClient, WriteResult
 from adapters.replay import JtiStore
 from adapters.resilience import CircuitBreaker, TokenBucket
+from adapters.smart import BackendServicesAuth, SmartSettings
 from adapters.tokens import TokenVerifier, VerifiedWrite
 from chartgate.compartment import patient_of
 from chartgate.grpc_server import build_server
@@ -46,6 +47,8 @@ class AdapterConfig(BaseModel):
     rate_limit_burst: int = Field(default=20, ge=1)
     breaker_threshold: int = Field(default=5, ge=1)
     breaker_cool_down_seconds: float = Field(default=10.0, gt=0)
+    # SMART Backend Services to the EHR (docs/smart.md); None: requests carry no Authorization.
+    smart: SmartSettings | None = None
 
 
 # The classes a breaker counts as the EHR failing (not the request being wrong).
@@ -218,7 +221,9 @@ def serve(config: AdapterConfig, *, ready: threading.Event | None = None) -> Non
         load_keyset(config.jwks_path), issuer=config.issuer, audience=config.audience
     )
     jti_store = JtiStore(config.workdir / "adapter" / "jti.sqlite3")
-    fhir = FhirClient(config.fhir_base_url, timeout_seconds=config.fhir_timeout_seconds)
+    # Fails here, at start, on an unreadable or unsuitable key (SigningKeyError names the file).
+    auth = BackendServicesAuth.from_settings(config.smart) if config.smart else None
+    fhir = FhirClient(config.fhir_base_url, timeout_seconds=config.fhir_timeout_seconds, auth=auth)
     bucket = (
         TokenBucket(config.rate_limit_per_second, config.rate_limit_burst)
         if config.rate_limit_per_second
@@ -232,7 +237,12 @@ def serve(config: AdapterConfig, *, ready: threading.Event | None = None) -> Non
         [SERVICE_NAME],
     )
     server.start()
-    log.info("adapter listening on port %d, FHIR base %s", port, config.fhir_base_url)
+    log.info(
+        "adapter listening on port %d, FHIR base %s, SMART %s",
+        port,
+        config.fhir_base_url,
+        f"client {config.smart.client_id}" if config.smart else "off",
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -78,10 +78,21 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="sidecar's public token JWKS (default WORKDIR/keys/token-signing.jwks.json)",
     )
+    p.add_argument(
+        "--smart-config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="SMART Backend Services settings JSON for the EHR (docs/smart.md); "
+        "without it FHIR requests carry no Authorization",
+    )
 
     p = sub.add_parser("fhir-store", help="run the local FHIR R4 store (a development target)")
     workdir(p)
     p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")
+    from chartgate.devstore.options import add_store_options
+
+    add_store_options(p)
 
     p = sub.add_parser(
         "dev-issuer", help="the development OIDC issuer for reviewers (a development target)"
@@ -153,7 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "adapter":
         from adapters.server import AdapterConfig
         from adapters.server import serve as serve_adapter
+        from adapters.smart import SmartSettings
 
+        try:
+            smart = SmartSettings.load(args.smart_config) if args.smart_config else None
+        except ValueError as exc:
+            print(f"chartgate adapter: {exc}", file=sys.stderr)
+            return 2
         serve_adapter(
             AdapterConfig(
                 listen=args.listen,
@@ -162,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 issuer=args.issuer,
                 jwks_path=args.jwks or args.workdir / "keys" / "token-signing.jwks.json",
                 workdir=args.workdir,
+                smart=smart,
             )
         )
         return 0
@@ -169,7 +187,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from chartgate.devstore.app import serve as serve_store
 
         host, port = _host_port(args.listen)
-        serve_store(host, port, args.workdir / "fhir-store" / "store.sqlite3")
+        try:
+            serve_store(
+                host,
+                port,
+                args.workdir / "fhir-store" / "store.sqlite3",
+                faults=args.faults,
+                allow_fault_control=args.allow_fault_control,
+                clients=args.clients,
+            )
+        except ValueError as exc:  # a bad --faults or --clients file, named in the message
+            print(f"chartgate fhir-store: {exc}", file=sys.stderr)
+            return 2
         return 0
     if command == "dev-issuer":
         from chartgate.devissuer.cli import run as run_dev_issuer

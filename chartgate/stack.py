@@ -17,6 +17,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from adapters.smart.dev import provision_dev_client
 from chartgate import keys
 from sidecar.config import SidecarConfig
 
@@ -58,6 +59,8 @@ class Stack:
     workdir: Path
     fhir_base: str = ""
     adapter_target: str = ""
+    # The adapter's SMART settings file when the store was started with SMART auth (docs/smart.md).
+    smart_settings: Path | None = None
     sidecar_target: str = ""
     review_target: str = ""
     # Every sidecar started, by name: (ToolGateway target, Review target).
@@ -128,14 +131,18 @@ def _fhir_ready(base: str) -> bool:
         return False
 
 
-def start_fhir_store(stack: Stack) -> None:
+def start_fhir_store(stack: Stack, *, smart: bool = False) -> None:
+    """The local FHIR store; with `smart`, SMART Backend Services on, the adapter registered."""
     port = free_port()
-    process = _spawn(
-        stack,
-        "fhir-store",
-        ["fhir-store", "--workdir", str(stack.workdir), "--listen", f"127.0.0.1:{port}"],
-    )
     stack.fhir_base = f"http://127.0.0.1:{port}/fhir"
+    args = ["fhir-store", "--workdir", str(stack.workdir), "--listen", f"127.0.0.1:{port}"]
+    if smart:
+        registration = provision_dev_client(
+            stack.workdir / "smart", f"{stack.fhir_base}/auth/token"
+        )
+        stack.smart_settings = registration.settings_path
+        args += ["--clients", str(registration.clients_path)]
+    process = _spawn(stack, "fhir-store", args)
     _wait(process, lambda: _fhir_ready(stack.fhir_base))
 
 
@@ -153,6 +160,11 @@ def start_adapter(stack: Stack, fhir_base: str | None = None) -> None:
             f"127.0.0.1:{port}",
             "--fhir-base",
             fhir_base or stack.fhir_base,
+            *(
+                ["--smart-config", str(stack.smart_settings)]
+                if stack.smart_settings is not None and fhir_base in (None, stack.fhir_base)
+                else []
+            ),
         ],
     )
     stack.adapter_target = f"127.0.0.1:{port}"
@@ -193,12 +205,13 @@ def start_sidecar(stack: Stack, config: Mapping[str, Any], name: str = "sidecar"
         stack.sidecar_target, stack.review_target = target, review
 
 
-def start_stack(workdir: Path, sidecar_config: Mapping[str, Any]) -> Stack:
-    """All three processes, each waited on until healthy; stops what started if one fails."""
+def start_stack(workdir: Path, sidecar_config: Mapping[str, Any], *, smart: bool = False) -> Stack:
+    """All three processes, each waited on until healthy; stops what started if one fails.
+    `smart`: the adapter reaches the store with SMART Backend Services (docs/smart.md)."""
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir=workdir)
     try:
-        start_fhir_store(stack)
+        start_fhir_store(stack, smart=smart)
         start_adapter(stack)
         start_sidecar(stack, sidecar_config)
     except BaseException:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from chartgate.devstore.app import serve
+from chartgate.devstore.options import add_store_options
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,11 +22,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--db", type=Path, required=True, help="SQLite file (created if missing)")
     parser.add_argument("--base-path", default="/fhir", help="URL path of the base (default /fhir)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    add_store_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    serve(args.host, args.port, args.db, args.base_path)
+    try:
+        serve(
+            args.host,
+            args.port,
+            args.db,
+            args.base_path,
+            faults=args.faults,
+            allow_fault_control=args.allow_fault_control,
+            clients=args.clients,
+        )
+    except ValueError as exc:  # a bad --faults or --clients file, named in the message
+        print(f"chartgate fhir-store: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

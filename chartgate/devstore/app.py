@@ -22,10 +22,15 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from chartgate.devstore.access_log import AccessLog
+from chartgate.devstore.bearer import BearerAuth
 from chartgate.devstore.bundle import searchset
 from chartgate.devstore.capability import capability_statement
+from chartgate.devstore.control import Control
+from chartgate.devstore.fault_injector import FaultInjector
+from chartgate.devstore.faults import FaultPlan, FaultState
 from chartgate.devstore.http_headers import (
     RESPONSE_CONTENT_TYPE,
     Preferences,
@@ -36,10 +41,14 @@ from chartgate.devstore.http_headers import (
     parse_prefer,
     require_json_response,
 )
+from chartgate.devstore.interactions import normalize_base
 from chartgate.devstore.outcome import FhirError, Issue, fhir_error, information, operation_outcome
 from chartgate.devstore.payload import parse_resource
 from chartgate.devstore.resource_types import require_id, require_type
 from chartgate.devstore.search import parse_condition, parse_search
+from chartgate.devstore.smart import AuthServer
+from chartgate.devstore.smart_clients import SmartServerConfig
+from chartgate.devstore.smart_http import smart_routes
 from chartgate.devstore.storage import (
     MultipleMatches,
     Storage,
@@ -291,11 +300,27 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return fhir_response(operation_outcome([issue]), exc.status_code, dict(exc.headers or {}))
 
 
-def create_app(db_path: pathlib.Path, base_path: str = "/fhir") -> Starlette:
-    """The ASGI app serving a store kept in the SQLite file `db_path` under `base_path`."""
-    base = "/" + base_path.strip("/") if base_path.strip("/") else ""
+def create_app(
+    db_path: pathlib.Path,
+    base_path: str = "/fhir",
+    *,
+    faults: FaultPlan | None = None,
+    allow_control: bool = False,
+    smart: SmartServerConfig | None = None,
+) -> ASGIApp:
+    """The ASGI app serving a store kept in the SQLite file `db_path` under `base_path`.
+
+    `faults`: a plan injected from the first request (docs/devstore-faults.md); `allow_control`:
+    serve the loopback-only control endpoints (`/_faults`, `/_auth/*`); `smart`: registered SMART
+    Backend Services clients, which turns the token endpoint and bearer checks on (docs/smart.md).
+    Without `smart` every interaction is open, as before.
+    """
+    base = normalize_base(base_path)
     storage = Storage(db_path)
     api = FhirApi(storage, base)
+    auth = AuthServer(smart, db_path.parent / "smart-jti.sqlite3") if smart is not None else None
+    fault_state = FaultState(faults)
+    control = Control(enabled=allow_control, faults=fault_state, auth=auth)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -303,9 +328,14 @@ def create_app(db_path: pathlib.Path, base_path: str = "/fhir") -> Starlette:
             yield
         finally:
             storage.close()
+            if auth is not None:
+                auth.close()
             log.info("FHIR store stopped; database closed")
 
     routes = [
+        *control.routes(),
+        # Before the FHIR routes: `.well-known` and `auth` would otherwise match {type}/{id}.
+        *smart_routes(auth, base),
         Route(f"{base}/metadata", api.metadata, methods=["GET"]),
         Route(f"{base}/{{type}}/_search", api.search_post, methods=["POST"]),
         Route(f"{base}/{{type}}/{{id}}/_history/{{vid}}", api.vread, methods=["GET"]),
@@ -316,23 +346,63 @@ def create_app(db_path: pathlib.Path, base_path: str = "/fhir") -> Starlette:
         FhirError: _fhir_error,
         HTTPException: _http_error,
     }
-    return Starlette(
+    middleware = [Middleware(AccessLog)]
+    if auth is not None:
+        middleware.append(Middleware(BearerAuth, auth=auth, base=base))
+    app = Starlette(
         routes=routes,
-        middleware=[Middleware(AccessLog)],
+        middleware=middleware,
         exception_handlers=handlers,
         lifespan=lifespan,
     )
+    # Outermost, outside Starlette's own error handling: a dropped connection must stay dropped.
+    return FaultInjector(app, fault_state, base)
 
 
-def serve(host: str, port: int, db_path: pathlib.Path, base_path: str = "/fhir") -> None:
-    """Run with uvicorn until SIGTERM/SIGINT (blocking). Log no resource content (PHI): method, path, status only."""
+def serve(
+    host: str,
+    port: int,
+    db_path: pathlib.Path,
+    base_path: str = "/fhir",
+    *,
+    faults: pathlib.Path | None = None,
+    allow_fault_control: bool = False,
+    clients: pathlib.Path | None = None,
+) -> None:
+    """Run with uvicorn until SIGTERM/SIGINT (blocking). Log no resource content (PHI): method, path, status only.
+
+    `faults` is a FaultPlan JSON file, `clients` a SMART clients JSON file; either one that cannot
+    be read or is invalid raises ValueError naming the file and the problem, before serving.
+    """
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-    app = create_app(db_path, base_path)
-    log.info("FHIR store on http://%s:%d%s (db %s)", host, port, base_path, db_path)
+    plan = FaultPlan.load(faults) if faults is not None else None
+    smart = SmartServerConfig.load(clients) if clients is not None else None
+    app = create_app(
+        db_path, base_path, faults=plan, allow_control=allow_fault_control, smart=smart
+    )
+    log.info(
+        "FHIR store on http://%s:%d%s (db %s; faults %s; SMART auth %s; control %s)",
+        host,
+        port,
+        base_path,
+        db_path,
+        faults or "none",
+        f"{len(smart.clients)} client(s)" if smart is not None else "off",
+        "loopback" if allow_fault_control else "off",
+    )
     # access_log=False: uvicorn's access line carries the query string, and search values can be
     # patient identifiers. AccessLog logs method, path and status instead. log_config=None keeps
-    # the process's own logging configuration.
-    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None, lifespan="on")
+    # the process's own logging configuration. proxy_headers=False: the control endpoints trust
+    # the TCP peer's address, never an X-Forwarded-For header.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        proxy_headers=False,
+    )

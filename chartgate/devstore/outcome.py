@@ -23,6 +23,10 @@ IssueCode = Literal[
     "too-long",
     "exception",
     "informational",
+    "login",  # 401: no or a bad access token
+    "forbidden",  # 403: the token's scopes do not cover the interaction
+    "transient",  # 503: try again later
+    "throttled",  # 429: too many requests
 ]
 
 

@@ -23,20 +23,31 @@ FHIR_JSON = "application/fhir+json"
 
 @dataclass
 class StoreProcess:
-    """One running `python -m chartgate.devstore`; `restart()` keeps the db, changes the process."""
+    """One running `python -m chartgate.devstore`; `restart()` keeps the db and the port.
+
+    `args` are extra command-line options (`--faults FILE`, `--allow-fault-control`,
+    `--clients FILE`); `host` is the address it binds and is reached at.
+    """
 
     db: Path
     log_path: Path
+    args: list[str] = field(default_factory=list)
+    host: str = "127.0.0.1"
     port: int = 0
     popen: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}/fhir"
+    def origin(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
-    def start(self) -> None:
-        self.port = free_port()
+    @property
+    def base(self) -> str:
+        return f"{self.origin}/fhir"
+
+    def start(self, port: int | None = None) -> None:
+        """Start on `port`, else on the port it had (a restart), else on a free one."""
+        self.port = port or self.port or free_port()
         self._log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
             [
@@ -44,11 +55,12 @@ class StoreProcess:
                 "-m",
                 "chartgate.devstore",
                 "--host",
-                "127.0.0.1",
+                self.host,
                 "--port",
                 str(self.port),
                 "--db",
                 str(self.db),
+                *self.args,
             ],
             cwd=REPO,
             stdout=self._log,
@@ -78,6 +90,16 @@ class StoreProcess:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+        if self._log is not None:
+            self._log.close()
+        return self.popen.returncode
+
+    def kill(self) -> int:
+        """SIGKILL: a crash, no shutdown code runs."""
+        assert self.popen is not None
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
         if self._log is not None:
             self._log.close()
         return self.popen.returncode
