@@ -262,9 +262,7 @@ def _classify(response: httpx.Response) -> AdapterError:
     retry_after = retry_after_seconds(response.headers.get("Retry-After"))
 
     def error(failure: FailureClass, reason: str) -> AdapterError:
-        return AdapterError(
-            failure, reason, message, http_status=status, retry_after=retry_after
-        )
+        return AdapterError(failure, reason, message, http_status=status, retry_after=retry_after)
 
     if status == 429:
         return error(FailureClass.THROTTLED, "fhir.throttled")

@@ -88,6 +88,12 @@ class CircuitBreaker:
             self._probing = True
             return Admission(True, probe=True)
 
+    def release(self) -> None:
+        """A probe that never reached the EHR (held back by the rate limit): the next may go,
+        and the breaker stays as it was."""
+        with self._lock:
+            self._probing = False
+
     def record(self, success: bool) -> None:
         with self._lock:
             self._probing = False

@@ -162,9 +162,7 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
                 reason="adapter.fault",
                 message="the adapter failed unexpectedly; look again later",
             )
-        log.info(
-            "look-up: proposal=%s found=%s", verified.proposal_id, found is not None
-        )
+        log.info("look-up: proposal=%s found=%s", verified.proposal_id, found is not None)
         if found is None:
             return adapter_pb2.LookupResponse(found=False)
         return adapter_pb2.LookupResponse(
@@ -186,7 +184,7 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
             wait = self._bucket.take()
             if wait > 0:
                 if admission.probe:
-                    self._breaker.record(True)  # not the EHR's failure: let the next probe go
+                    self._breaker.release()  # not the EHR's answer: it neither opens nor closes
                 raise AdapterError(
                     FailureClass.THROTTLED,
                     "adapter.rate_limited",

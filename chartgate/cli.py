@@ -86,6 +86,34 @@ def _parser() -> argparse.ArgumentParser:
         help="SMART Backend Services settings JSON for the EHR (docs/smart.md); "
         "without it FHIR requests carry no Authorization",
     )
+    p.add_argument(
+        "--fhir-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="deadline of one FHIR request (default 10); past it the write is ambiguous",
+    )
+    p.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="PER_SECOND",
+        help="token bucket for this EHR connection: requests a second (default: no limit)",
+    )
+    p.add_argument("--rate-burst", type=int, default=20, help="token bucket size (default 20)")
+    p.add_argument(
+        "--breaker-threshold",
+        type=int,
+        default=5,
+        help="consecutive EHR failures that open the circuit breaker (default 5)",
+    )
+    p.add_argument(
+        "--breaker-cool-down",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long the breaker stays open before one probe is let through (default 10)",
+    )
 
     p = sub.add_parser("fhir-store", help="run the local FHIR R4 store (a development target)")
     workdir(p)
@@ -162,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     if command == "adapter":
+        from pydantic import ValidationError
+
         from adapters.server import AdapterConfig
         from adapters.server import serve as serve_adapter
         from adapters.smart import SmartSettings
@@ -171,8 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"chartgate adapter: {exc}", file=sys.stderr)
             return 2
-        serve_adapter(
-            AdapterConfig(
+        try:
+            adapter_config = AdapterConfig(
                 listen=args.listen,
                 fhir_base_url=args.fhir_base,
                 audience=args.audience,
@@ -180,8 +210,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 jwks_path=args.jwks or args.workdir / "keys" / "token-signing.jwks.json",
                 workdir=args.workdir,
                 smart=smart,
+                fhir_timeout_seconds=args.fhir_timeout,
+                rate_limit_per_second=args.rate_limit,
+                rate_limit_burst=args.rate_burst,
+                breaker_threshold=args.breaker_threshold,
+                breaker_cool_down_seconds=args.breaker_cool_down,
             )
-        )
+        except ValidationError as exc:
+            print(f"chartgate adapter: invalid setting: {exc}", file=sys.stderr)
+            return 2
+        serve_adapter(adapter_config)
         return 0
     if command == "fhir-store":
         from chartgate.devstore.app import serve as serve_store

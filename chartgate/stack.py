@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -17,7 +17,6 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adapters.smart.dev import provision_dev_client
 from chartgate import keys
 from sidecar.config import SidecarConfig
 
@@ -39,6 +38,15 @@ class Process:
     popen: subprocess.Popen[bytes]
     log_path: Path
     log_file: IO[bytes]
+    args: tuple[str, ...] = ()
+    # True once the process serves (what start_* waited for); used again by `restart`.
+    ready: Callable[[], bool] = lambda: True
+
+    def kill(self) -> None:
+        """SIGKILL: no handler runs, nothing is flushed (a crash, for fault tests)."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
 
     def stop(self, timeout: float = 10.0) -> int:
         if self.popen.poll() is None:
@@ -94,12 +102,25 @@ def _spawn(stack: Stack, name: str, args: Sequence[str]) -> Process:
         stderr=subprocess.STDOUT,
         env=env,
     )
-    process = Process(name, popen, log_path, log_file)
+    process = Process(name, popen, log_path, log_file, tuple(args))
     stack.processes.append(process)
     return process
 
 
-def _wait(process: Process, probe: Any, deadline_seconds: float = 30.0) -> None:
+def restart(stack: Stack, name: str) -> Process:
+    """Start a stopped (or killed) process again with its arguments (same port, same workdir)
+    and wait until it serves."""
+    old = stack.process(name)
+    old.stop()
+    stack.processes.remove(old)
+    process = _spawn(stack, name, old.args)
+    process.ready = old.ready
+    _wait(process, process.ready, deadline_seconds=60.0)
+    return process
+
+
+def _wait(process: Process, probe: Callable[[], bool], deadline_seconds: float = 30.0) -> None:
+    process.ready = probe
     deadline = time.monotonic() + deadline_seconds
     while time.monotonic() < deadline:
         if process.popen.poll() is not None:
@@ -131,12 +152,18 @@ def _fhir_ready(base: str) -> bool:
         return False
 
 
-def start_fhir_store(stack: Stack, *, smart: bool = False) -> None:
-    """The local FHIR store; with `smart`, SMART Backend Services on, the adapter registered."""
+def start_fhir_store(
+    stack: Stack, *, smart: bool = False, extra_args: Sequence[str] = ()
+) -> None:
+    """The local FHIR store; with `smart`, SMART Backend Services on, the adapter registered;
+    `extra_args` e.g. `--faults FILE`, `--allow-fault-control` (docs/devstore-faults.md)."""
     port = free_port()
     stack.fhir_base = f"http://127.0.0.1:{port}/fhir"
     args = ["fhir-store", "--workdir", str(stack.workdir), "--listen", f"127.0.0.1:{port}"]
+    args += list(extra_args)
     if smart:
+        from adapters.smart.dev import provision_dev_client
+
         registration = provision_dev_client(
             stack.workdir / "smart", f"{stack.fhir_base}/auth/token"
         )
@@ -146,7 +173,10 @@ def start_fhir_store(stack: Stack, *, smart: bool = False) -> None:
     _wait(process, lambda: _fhir_ready(stack.fhir_base))
 
 
-def start_adapter(stack: Stack, fhir_base: str | None = None) -> None:
+def start_adapter(
+    stack: Stack, fhir_base: str | None = None, extra_args: Sequence[str] = ()
+) -> None:
+    """The adapter; `extra_args` e.g. `--fhir-timeout 2`, `--breaker-threshold 3`."""
     keys.load_or_create(stack.workdir / "keys" / "token-signing.jwk", "token")
     port = free_port()
     process = _spawn(
@@ -165,6 +195,7 @@ def start_adapter(stack: Stack, fhir_base: str | None = None) -> None:
                 if stack.smart_settings is not None and fhir_base in (None, stack.fhir_base)
                 else []
             ),
+            *extra_args,
         ],
     )
     stack.adapter_target = f"127.0.0.1:{port}"

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from chartgate.rpc_errors import error_reason
+from chartgate.rpc_errors import error_reason, retry_delay
 from chartgate.v1 import gateway_pb2, gateway_pb2_grpc
 
 
@@ -17,13 +17,20 @@ class ProposalRefused(Exception):
     """The sidecar refused the call; `reason` and `violations` say how to fix it."""
 
     def __init__(
-        self, code: grpc.StatusCode, message: str, reason: str, violations: list[tuple[str, str]]
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        reason: str,
+        violations: list[tuple[str, str]],
+        retry_after_seconds: float = 0.0,
     ) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
         self.reason = reason
         self.violations = violations
+        # When the sidecar said to come back (google.rpc.RetryInfo); 0: it did not say.
+        self.retry_after_seconds = retry_after_seconds
 
 
 class ChartgateClient:
@@ -86,7 +93,9 @@ class ChartgateClient:
             reason, violations = error_reason(exc)
             code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
             details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-            raise ProposalRefused(code, details or "", reason, violations) from None
+            raise ProposalRefused(
+                code, details or "", reason, violations, retry_delay(exc)
+            ) from None
         return result
 
     def close(self) -> None:

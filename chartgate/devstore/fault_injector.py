@@ -16,7 +16,7 @@ from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chartgate.devstore.faults import Drop, Fault, FaultState, Slow, Throttle, Unavailable
+from chartgate.devstore.faults import Drop, Fault, FaultState, Reject, Slow, Throttle, Unavailable
 from chartgate.devstore.http_headers import RESPONSE_CONTENT_TYPE
 from chartgate.devstore.interactions import classify
 from chartgate.devstore.outcome import Issue, IssueCode, operation_outcome
@@ -79,6 +79,10 @@ class FaultInjector:
             assert isinstance(rule, Drop)
             await _drain(receive)  # the whole request was sent: "sent, no answer"
             await _drop(send, reset=rule.reset)
+        elif fault.kind == "reject":
+            assert isinstance(rule, Reject)
+            await _drain(receive)
+            await _answer(send, rule.status, "business-rule", rule.diagnostics, {})
         else:  # drop_after_commit
             assert isinstance(rule, Drop)
             await self.app(scope, receive, _discard)  # handled in full: a write commits

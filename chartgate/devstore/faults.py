@@ -31,7 +31,13 @@ from pydantic import (
 from chartgate.devstore.interactions import INTERACTIONS, WRITES, Interaction
 
 FaultKind = Literal[
-    "server_error", "unavailable", "throttle", "slow", "drop_before_commit", "drop_after_commit"
+    "server_error",
+    "unavailable",
+    "throttle",
+    "slow",
+    "drop_before_commit",
+    "drop_after_commit",
+    "reject",
 ]
 # The order in which a request's draw is laid against the probabilities: fixed, so a seed
 # always means the same thing.
@@ -42,6 +48,8 @@ FAULT_KINDS: Final[tuple[FaultKind, ...]] = (
     "slow",
     "drop_before_commit",
     "drop_after_commit",
+    # Added last: a seed keeps meaning what it meant for the kinds before it.
+    "reject",
 )
 
 
@@ -92,6 +100,19 @@ class Drop(_Rule):
     reset: bool = False
 
 
+class Reject(_Rule):
+    """The EHR's own business validation refuses the resource (a code outside its value set, a
+    profile it enforces): `status` (400 or 422) with an OperationOutcome whose `diagnostics` say
+    why; nothing is stored. Not to be retried."""
+
+    status: Literal[400, 422] = 422
+    diagnostics: str = Field(
+        default="Observation.code: the code is not in the value set this EHR accepts",
+        min_length=1,
+        max_length=500,
+    )
+
+
 class Scheduled(BaseModel):
     """`count` consecutive requests (of `interactions`) get `fault`; `none` lets them through."""
 
@@ -127,6 +148,7 @@ class FaultPlan(BaseModel):
     slow: Slow = Slow()
     drop_before_commit: Drop = Drop()
     drop_after_commit: Drop = Drop()
+    reject: Reject = Reject()
     schedule: tuple[Scheduled, ...] = ()
 
     @model_validator(mode="after")

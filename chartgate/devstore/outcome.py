@@ -27,6 +27,7 @@ IssueCode = Literal[
     "forbidden",  # 403: the token's scopes do not cover the interaction
     "transient",  # 503: try again later
     "throttled",  # 429: too many requests
+    "business-rule",  # 422: the EHR's own rules refuse the content
 ]
 
 
