@@ -151,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     from sidecar.review.commands import add_review_parser
 
     add_review_parser(sub)
+    from sidecar.review.deadletter_commands import add_deadletter_parser
+
+    add_deadletter_parser(sub)
 
     p = sub.add_parser("policy", help="policy tools")
     policy_sub = p.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
@@ -260,6 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sidecar.audit.verify import verify_command
 
         return verify_command(args.path, args.key)
+    if command == "deadletter":
+        from sidecar.review.deadletter_commands import deadletter_command
+
+        return deadletter_command(args)
     if command == "review":
         from sidecar.review.commands import review_command
 

@@ -80,6 +80,11 @@ class SidecarConfig(BaseModel):
         default=None,
         description="PostgreSQL DSN of the proposal store shared by replicas (instead of SQLite).",
     )
+    operator_roles: tuple[str, ...] = Field(
+        default=("chartgate-operator",),
+        description="Roles (reviewer token claims) that may list, replay and discard dead "
+        "letters through the Review API.",
+    )
     retry_max_attempts: int = Field(
         default=8, ge=1, le=100, description="Attempts of one write before it is dead-lettered."
     )

@@ -120,6 +120,14 @@ class WritesThrottled(ChartgateError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class DeliveryUnavailable(ChartgateError):
+    """The EHR could not be asked whether a write is there (the look-up got no answer), so an
+    operator's replay or discard changed nothing; try again."""
+
+    status = grpc.StatusCode.UNAVAILABLE
+    reason = "delivery.lookup_unavailable"
+
+
 class AuditUnavailable(ChartgateError):
     """The audit log could not make a record durable; nothing after that step happened."""
 
@@ -179,6 +187,7 @@ ERRORS: tuple[type[ChartgateError], ...] = (
     ReviewForbidden,
     ReviewNotPossible,
     WritesThrottled,
+    DeliveryUnavailable,
     AuditUnavailable,
     LedgerUnavailable,
     SidecarFault,

@@ -172,3 +172,57 @@ class AmendResponse(_message.Message):
     original: ReviewItem
     amendment: ReviewItem
     def __init__(self, original: _Optional[_Union[ReviewItem, _Mapping]] = ..., amendment: _Optional[_Union[ReviewItem, _Mapping]] = ...) -> None: ...
+
+class DeliveryAttempt(_message.Message):
+    __slots__ = ("at", "attempt", "outcome", "reason", "http_status", "result")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    at: float
+    attempt: int
+    outcome: str
+    reason: str
+    http_status: int
+    result: str
+    def __init__(self, at: _Optional[float] = ..., attempt: _Optional[int] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ..., http_status: _Optional[int] = ..., result: _Optional[str] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("proposal", "tenant_id", "agent_id", "resource_type", "operation", "attempts", "history")
+    PROPOSAL_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    proposal: _gateway_pb2.Proposal
+    tenant_id: str
+    agent_id: str
+    resource_type: str
+    operation: str
+    attempts: int
+    history: _containers.RepeatedCompositeFieldContainer[DeliveryAttempt]
+    def __init__(self, proposal: _Optional[_Union[_gateway_pb2.Proposal, _Mapping]] = ..., tenant_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., resource_type: _Optional[str] = ..., operation: _Optional[str] = ..., attempts: _Optional[int] = ..., history: _Optional[_Iterable[_Union[DeliveryAttempt, _Mapping]]] = ...) -> None: ...
+
+class ListDeadLettersRequest(_message.Message):
+    __slots__ = ("tenant_id", "limit")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    limit: int
+    def __init__(self, tenant_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListDeadLettersResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[DeadLetter]
+    def __init__(self, items: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ...) -> None: ...
+
+class DeadLetterRequest(_message.Message):
+    __slots__ = ("proposal_id",)
+    PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
+    proposal_id: str
+    def __init__(self, proposal_id: _Optional[str] = ...) -> None: ...

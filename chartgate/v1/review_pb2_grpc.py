@@ -64,6 +64,26 @@ class ReviewStub:
                 request_serializer=chartgate_dot_v1_dot_review__pb2.GetHistoryRequest.SerializeToString,
                 response_deserializer=chartgate_dot_v1_dot_review__pb2.History.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/chartgate.v1.Review/ListDeadLetters',
+                request_serializer=chartgate_dot_v1_dot_review__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=chartgate_dot_v1_dot_review__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.GetDeadLetter = channel.unary_unary(
+                '/chartgate.v1.Review/GetDeadLetter',
+                request_serializer=chartgate_dot_v1_dot_review__pb2.DeadLetterRequest.SerializeToString,
+                response_deserializer=chartgate_dot_v1_dot_review__pb2.DeadLetter.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetter = channel.unary_unary(
+                '/chartgate.v1.Review/ReplayDeadLetter',
+                request_serializer=chartgate_dot_v1_dot_review__pb2.DeadLetterRequest.SerializeToString,
+                response_deserializer=chartgate_dot_v1_dot_review__pb2.DeadLetter.FromString,
+                _registered_method=True)
+        self.DiscardDeadLetter = channel.unary_unary(
+                '/chartgate.v1.Review/DiscardDeadLetter',
+                request_serializer=chartgate_dot_v1_dot_review__pb2.DeadLetterRequest.SerializeToString,
+                response_deserializer=chartgate_dot_v1_dot_review__pb2.DeadLetter.FromString,
+                _registered_method=True)
 
 
 class ReviewServicer:
@@ -107,6 +127,34 @@ class ReviewServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """Dead letters (operators only: a role in the sidecar's `operator_roles`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeadLetter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetter(self, request, context):
+        """Looked up first (found: accepted, nothing sent); else policy re-checked if its revision
+        changed, and sent with a fresh token and a fresh retry budget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiscardDeadLetter(self, request, context):
+        """Looked up first (found: accepted); else failed_final. Nothing is sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReviewServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +187,26 @@ def add_ReviewServicer_to_server(servicer, server):
                     servicer.GetHistory,
                     request_deserializer=chartgate_dot_v1_dot_review__pb2.GetHistoryRequest.FromString,
                     response_serializer=chartgate_dot_v1_dot_review__pb2.History.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=chartgate_dot_v1_dot_review__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=chartgate_dot_v1_dot_review__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'GetDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeadLetter,
+                    request_deserializer=chartgate_dot_v1_dot_review__pb2.DeadLetterRequest.FromString,
+                    response_serializer=chartgate_dot_v1_dot_review__pb2.DeadLetter.SerializeToString,
+            ),
+            'ReplayDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetter,
+                    request_deserializer=chartgate_dot_v1_dot_review__pb2.DeadLetterRequest.FromString,
+                    response_serializer=chartgate_dot_v1_dot_review__pb2.DeadLetter.SerializeToString,
+            ),
+            'DiscardDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiscardDeadLetter,
+                    request_deserializer=chartgate_dot_v1_dot_review__pb2.DeadLetterRequest.FromString,
+                    response_serializer=chartgate_dot_v1_dot_review__pb2.DeadLetter.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -303,6 +371,114 @@ class Review:
             '/chartgate.v1.Review/GetHistory',
             chartgate_dot_v1_dot_review__pb2.GetHistoryRequest.SerializeToString,
             chartgate_dot_v1_dot_review__pb2.History.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chartgate.v1.Review/ListDeadLetters',
+            chartgate_dot_v1_dot_review__pb2.ListDeadLettersRequest.SerializeToString,
+            chartgate_dot_v1_dot_review__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chartgate.v1.Review/GetDeadLetter',
+            chartgate_dot_v1_dot_review__pb2.DeadLetterRequest.SerializeToString,
+            chartgate_dot_v1_dot_review__pb2.DeadLetter.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chartgate.v1.Review/ReplayDeadLetter',
+            chartgate_dot_v1_dot_review__pb2.DeadLetterRequest.SerializeToString,
+            chartgate_dot_v1_dot_review__pb2.DeadLetter.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiscardDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chartgate.v1.Review/DiscardDeadLetter',
+            chartgate_dot_v1_dot_review__pb2.DeadLetterRequest.SerializeToString,
+            chartgate_dot_v1_dot_review__pb2.DeadLetter.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,7 +51,10 @@ TRANSITIONS: Final[Mapping[State, frozenset[State]]] = {
     ),
     # An operator's replay (looked up first: found is accepted; else a fresh token, policy
     # re-checked) or discard (looked up first too).
-    State.DEAD_LETTERED: frozenset({State.SUBMITTED, State.FAILED_FINAL, State.ACCEPTED}),
+    # (Expired: absent, and its approval window has ended; nothing was written.)
+    State.DEAD_LETTERED: frozenset(
+        {State.SUBMITTED, State.FAILED_FINAL, State.ACCEPTED, State.EXPIRED}
+    ),
     State.ACCEPTED: frozenset({State.RECONCILED, State.MISMATCH}),
 }
 

@@ -26,6 +26,7 @@ from sidecar.consent import ConsentDirectory
 from sidecar.errors import (
     AuditUnavailable,
     ChartgateError,
+    DeliveryUnavailable,
     IdempotencyConflict,
     IllegalTransition,
     InvalidProposal,
@@ -154,7 +155,9 @@ class ProposalService:
         )
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._backpressure_until = 0.0
-        self._adapter_timeout = float(getattr(adapter, "timeout_seconds", config.adapter_timeout_seconds))
+        self._adapter_timeout = float(
+            getattr(adapter, "timeout_seconds", config.adapter_timeout_seconds)
+        )
 
     @property
     def store(self) -> ProposalStore:
@@ -199,7 +202,9 @@ class ProposalService:
             self._audit_refusal(command, exc)
             raise
         ctx = command.context
-        pid = proposal_id_for(self._config.tenant_id, self._config.agent_id, command.idempotency_key)
+        pid = proposal_id_for(
+            self._config.tenant_id, self._config.agent_id, command.idempotency_key
+        )
         if self.backpressure_seconds() > 0:
             self._admit(pid)
         record, created = guard_storage(
@@ -496,7 +501,9 @@ class ProposalService:
         if decision.tier is Tier.DUAL_APPROVAL:
             required = max(required, 2)
         roles = obligations.get("approver_roles")
-        approver_roles = tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else ()
+        approver_roles = (
+            tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else ()
+        )
         expiry = obligations.get("approval_expiry_seconds")
         seconds = expiry if isinstance(expiry, int) and not isinstance(expiry, bool) else 0
         seconds = max(1, seconds) if seconds else 3600
@@ -760,12 +767,25 @@ class ProposalService:
             )
             return updated
         if found.failure:
-            wait = self._retry.delay(delivery.attempts, found.retry_after, self._rng)
+            failed_lookups = 1 + sum(
+                1
+                for h in delivery.history
+                if h.get("class") == "lookup" and h.get("result") not in ("found", "absent")
+            )
+            wait = self._retry.delay(failed_lookups, found.retry_after, self._rng)
             delivery = replace(
                 delivery,
                 next_attempt_at=now + max(wait, 0.2),
                 history=(*delivery.history, {**step, "result": found.failure}),
             )
+            if failed_lookups >= self._retry.max_attempts or delivery.exhausted(self._retry, now):
+                # The EHR cannot be asked: an operator settles it (a replay looks it up first).
+                record = guard_storage(
+                    lambda: self._store.update(
+                        record.proposal_id, State.AMBIGUOUS, delivery=delivery.to_json()
+                    )
+                )
+                return self._dead_letter(record, State.AMBIGUOUS)
             return guard_storage(
                 lambda: self._store.update(
                     record.proposal_id, State.AMBIGUOUS, delivery=delivery.to_json()
@@ -819,6 +839,139 @@ class ProposalService:
             )
         )
 
+    # --- dead letters: an operator's replay or discard (chartgate deadletter) -----------------
+
+    def replay_dead_letter(self, record: ProposalRecord, operator: str) -> ProposalRecord:
+        """Send a dead-lettered write again through the same gate: looked up first (found, it is
+        accepted, nothing is sent); policy evaluated again when its revision changed since the
+        decision (a write it would now block, or hold for a review it did not have, is not sent);
+        then a fresh token and a fresh retry budget. Audited with the operator's identity."""
+        found = self._look_up_dead_letter(record)
+        if found is not None:
+            return self._settle_found(record, found, operator, "deadletter.replayed")
+        decision_note = ""
+        if self._engine.revision != record.policy_revision:
+            decision = self._evaluate(record)
+            if not _still_allows(record, decision):
+                return self._refuse_replay(record, decision, operator)
+            decision_note = decision.revision
+        self.audit(
+            "deadletter.replayed",
+            {
+                "proposal_id": record.proposal_id,
+                "operator": operator,
+                "result": "resent",
+                "policy_revision": record.policy_revision,
+                "rechecked_with": decision_note,
+            },
+        )
+        delivery = Delivery.of(record.delivery)
+        fresh = replace(delivery, attempts=0, first_attempt_at=0.0, next_attempt_at=0.0)
+        record = replace(record, delivery=fresh.to_json())
+        return self._attempt(record, State.DEAD_LETTERED)
+
+    def discard_dead_letter(self, record: ProposalRecord, operator: str) -> ProposalRecord:
+        """Give a dead-lettered write up: looked up first, so a write the EHR holds is accepted,
+        never reported as not written; else it ends `failed_final`. Audited."""
+        found = self._look_up_dead_letter(record)
+        if found is not None:
+            return self._settle_found(record, found, operator, "deadletter.discarded")
+        self.audit(
+            "deadletter.discarded",
+            {"proposal_id": record.proposal_id, "operator": operator, "result": "discarded"},
+        )
+        return guard_storage(
+            lambda: self._store.transition(
+                record.proposal_id,
+                State.DEAD_LETTERED,
+                State.FAILED_FINAL,
+                reasons=(
+                    *record.reasons,
+                    {
+                        "code": "deadletter.discarded",
+                        "message": "an operator discarded the write after its retries were "
+                        "spent; nothing was written",
+                        "rule": "delivery",
+                    },
+                ),
+            )
+        )
+
+    def _look_up_dead_letter(self, record: ProposalRecord) -> LookupOutcome | None:
+        if record.state is not State.DEAD_LETTERED:
+            raise IllegalTransition(
+                f"the proposal is {record.state.value}, not dead_lettered; nothing was changed"
+            )
+        token = self._token(record, lookup=True)
+        assert token is not None  # look-up tokens do not depend on the approval window
+        found = self._adapter.lookup(token.minted.token, record.payload)
+        if found.failure:
+            raise DeliveryUnavailable(
+                "the EHR could not be asked whether this write is there "
+                f"({found.reason or found.failure}); nothing was changed, try again"
+            )
+        return found if found.found else None
+
+    def _settle_found(
+        self, record: ProposalRecord, found: LookupOutcome, operator: str, kind: str
+    ) -> ProposalRecord:
+        self.audit(
+            kind,
+            {
+                "proposal_id": record.proposal_id,
+                "operator": operator,
+                "result": "found",
+                "fhir_id": found.fhir_id,
+                "fhir_version": found.fhir_version,
+            },
+        )
+        return guard_storage(
+            lambda: self._store.transition(
+                record.proposal_id,
+                State.DEAD_LETTERED,
+                State.ACCEPTED,
+                fhir_id=found.fhir_id,
+                fhir_version=found.fhir_version,
+            )
+        )
+
+    def _refuse_replay(
+        self, record: ProposalRecord, decision: Decision, operator: str
+    ) -> ProposalRecord:
+        """Policy changed and no longer lets this write through as it was decided: not sent."""
+        self.audit(
+            "deadletter.replayed",
+            {
+                "proposal_id": record.proposal_id,
+                "operator": operator,
+                "result": "refused_by_policy",
+                "policy_revision": record.policy_revision,
+                "rechecked_with": decision.revision,
+                "tier": decision.tier.value,
+                "allow": decision.allow,
+            },
+        )
+        reasons = tuple(
+            {"code": r.code, "message": r.message, "rule": r.rule} for r in decision.reasons
+        )
+        return guard_storage(
+            lambda: self._store.transition(
+                record.proposal_id,
+                State.DEAD_LETTERED,
+                State.FAILED_FINAL,
+                reasons=(
+                    *record.reasons,
+                    *reasons,
+                    {
+                        "code": "deadletter.policy_changed",
+                        "message": f"policy revision {decision.revision} no longer allows this "
+                        f"write as decided (now {decision.tier.value}); propose it again",
+                        "rule": "delivery",
+                    },
+                ),
+            )
+        )
+
     def _approval_lapsed(self, record: ProposalRecord, expected: State) -> ProposalRecord:
         """The approval window ended before the write could be sent (again): no token is minted
         and nothing more is sent. Never sent, or known absent, it expires with a reason the agent
@@ -864,3 +1017,19 @@ class ProposalService:
                 ),
             )
         )
+
+
+_TIER_RANK: Final = {
+    Tier.AUTONOMOUS.value: 0,
+    Tier.APPROVAL.value: 1,
+    Tier.DUAL_APPROVAL.value: 2,
+    Tier.BLOCKED.value: 3,
+}
+
+
+def _still_allows(record: ProposalRecord, decision: Decision) -> bool:
+    """Whether a fresh decision lets the write through as it was decided: allowed, and needing
+    no more review than it had."""
+    if not decision.allow or decision.tier is Tier.BLOCKED:
+        return False
+    return _TIER_RANK[decision.tier.value] <= _TIER_RANK.get(record.tier, 3)

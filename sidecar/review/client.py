@@ -101,6 +101,25 @@ class ReviewClient:
         )
         return list(response.events)
 
+    def dead_letters(self, tenant_id: str = "", limit: int = 100) -> list[review_pb2.DeadLetter]:
+        response: review_pb2.ListDeadLettersResponse = self._call(
+            self._stub.ListDeadLetters,
+            review_pb2.ListDeadLettersRequest(tenant_id=tenant_id, limit=limit),
+        )
+        return list(response.items)
+
+    def dead_letter(self, action: str, proposal_id: str) -> review_pb2.DeadLetter:
+        """`show`, `replay` or `discard` one dead letter."""
+        method = {
+            "show": self._stub.GetDeadLetter,
+            "replay": self._stub.ReplayDeadLetter,
+            "discard": self._stub.DiscardDeadLetter,
+        }[action]
+        item: review_pb2.DeadLetter = self._call(
+            method, review_pb2.DeadLetterRequest(proposal_id=proposal_id)
+        )
+        return item
+
     def close(self) -> None:
         self._channel.close()
 

@@ -16,19 +16,23 @@ from sidecar.review.client import REJECTION_CODES, ReviewClient, ReviewRefused
 TOKEN_ENV = "CHARTGATE_REVIEW_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 
 
+def add_connection_options(a: argparse.ArgumentParser) -> None:
+    """--target and --token-file, shared by `review` and `deadletter`."""
+    a.add_argument("--target", required=True, help="HOST:PORT of a sidecar's Review API")
+    a.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help=f"file holding the bearer token (default: ${TOKEN_ENV})",
+    )
+
+
 def add_review_parser(sub: Any) -> None:
     """The `review` subcommand and its actions (wired by chartgate/cli.py)."""
     p = sub.add_parser("review", help="decide held proposals through the Review API")
     actions = p.add_subparsers(dest="review_command", required=True, metavar="ACTION")
 
-    def common(a: argparse.ArgumentParser) -> None:
-        a.add_argument("--target", required=True, help="HOST:PORT of a sidecar's Review API")
-        a.add_argument(
-            "--token-file",
-            type=Path,
-            default=None,
-            help=f"file holding the reviewer's bearer token (default: ${TOKEN_ENV})",
-        )
+    common = add_connection_options
 
     a = actions.add_parser("list", help="pending proposals of the reviewer's tenants")
     common(a)
@@ -58,13 +62,15 @@ def add_review_parser(sub: Any) -> None:
     a.add_argument("--resource", type=Path, required=True, help="the amended resource JSON file")
 
 
-def _token(args: argparse.Namespace) -> str:
+def read_token(args: argparse.Namespace) -> str:
+    """The bearer token from --token-file, else the environment."""
     if args.token_file is not None:
         return str(args.token_file.read_text(encoding="utf-8").strip())
     return os.environ.get(TOKEN_ENV, "").strip()
 
 
-def _print(message: Any) -> None:
+def print_message(message: Any) -> None:
+    """One protobuf message as one JSON line."""
     print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), sort_keys=True))
 
 
@@ -72,7 +78,7 @@ def review_command(args: argparse.Namespace) -> int:
     """Run one review action; exit 0 on success, 1 when refused (the reason printed), 2 when the
     token cannot be read."""
     try:
-        token = _token(args)
+        token = read_token(args)
     except OSError as exc:
         print(f"cannot read the token: {exc}", file=sys.stderr)
         return 2
@@ -91,15 +97,17 @@ def review_command(args: argparse.Namespace) -> int:
                     min_age_seconds=args.min_age,
                     limit=args.limit,
                 ):
-                    _print(item)
+                    print_message(item)
             elif action == "show":
-                _print(client.show(args.proposal_id))
+                print_message(client.show(args.proposal_id))
             elif action == "approve":
-                _print(client.approve(args.proposal_id, args.payload_sha256))
+                print_message(client.approve(args.proposal_id, args.payload_sha256))
             elif action == "reject":
-                _print(client.reject(args.proposal_id, args.code, args.message))
+                print_message(client.reject(args.proposal_id, args.code, args.message))
             else:
-                _print(client.amend(args.proposal_id, args.resource.read_text(encoding="utf-8")))
+                print_message(
+                    client.amend(args.proposal_id, args.resource.read_text(encoding="utf-8"))
+                )
         except ReviewRefused as exc:
             print(f"refused: {exc.code.name} {exc.reason}: {exc.message}", file=sys.stderr)
             return 1

@@ -12,10 +12,19 @@ from google.protobuf.message import DecodeError, Message
 
 from chartgate.rpc_errors import abort
 from chartgate.v1 import gateway_pb2, review_pb2
-from sidecar.errors import ChartgateError, ReviewerUnauthenticated, SidecarFault, UnparseableRequest
+from sidecar.errors import (
+    ChartgateError,
+    ReviewerUnauthenticated,
+    ReviewNotPossible,
+    SidecarFault,
+    UnparseableRequest,
+)
+from sidecar.proposals.delivery import Delivery
 from sidecar.review.auth import Reviewer, ReviewerAuthenticator, ReviewerAuthError
+from sidecar.review.deadletters import DeadLetterService
 from sidecar.review.service import ReviewService, ReviewView, approvals_counted
 from sidecar.server.gateway import to_message
+from sidecar.storage.records import ProposalRecord
 
 log = logging.getLogger("chartgate.review")
 
@@ -77,12 +86,45 @@ def to_item(view: ReviewView) -> review_pb2.ReviewItem:
     )
 
 
+def to_dead_letter(record: ProposalRecord) -> review_pb2.DeadLetter:
+    delivery = Delivery.of(record.delivery)
+
+    def number(value: object) -> int:
+        return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+    return review_pb2.DeadLetter(
+        proposal=to_message(record, 0),
+        tenant_id=record.tenant_id,
+        agent_id=record.agent_id,
+        resource_type=record.resource_type,
+        operation=record.operation,
+        attempts=delivery.attempts,
+        history=[
+            review_pb2.DeliveryAttempt(
+                at=float(step.get("at", 0) or 0),
+                attempt=number(step.get("attempt")),
+                outcome=str(step.get("class", ""))[:64],
+                reason=str(step.get("reason", "") or "")[:128],
+                http_status=number(step.get("http_status")),
+                result=str(step.get("result", ""))[:64],
+            )
+            for step in delivery.history
+        ],
+    )
+
+
 class ReviewServicer:
     """The Review API: every call authenticated, every failure a row of the error table."""
 
-    def __init__(self, service: ReviewService, authenticator: ReviewerAuthenticator) -> None:
+    def __init__(
+        self,
+        service: ReviewService,
+        authenticator: ReviewerAuthenticator,
+        dead_letters: DeadLetterService | None = None,
+    ) -> None:
         self._service = service
         self._auth = authenticator
+        self._dead = dead_letters
 
     def _reviewer(self, context: grpc.ServicerContext) -> Reviewer:
         header = ""
@@ -188,6 +230,55 @@ class ReviewServicer:
 
         return _guard(context, run)
 
+    def _dead_letters(self) -> DeadLetterService:
+        if self._dead is None:
+            raise ReviewNotPossible("this replica does not manage dead letters")
+        return self._dead
+
+    def ListDeadLetters(
+        self, request: review_pb2.ListDeadLettersRequest, context: grpc.ServicerContext
+    ) -> review_pb2.ListDeadLettersResponse:
+        def run() -> review_pb2.ListDeadLettersResponse:
+            parsed = _parsed(request)
+            records = self._dead_letters().list(
+                self._reviewer(context),
+                tenant_id=parsed.tenant_id[:128] or None,
+                limit=parsed.limit or 100,
+            )
+            return review_pb2.ListDeadLettersResponse(items=[to_dead_letter(r) for r in records])
+
+        return _guard(context, run)
+
+    def GetDeadLetter(
+        self, request: review_pb2.DeadLetterRequest, context: grpc.ServicerContext
+    ) -> review_pb2.DeadLetter:
+        return _guard(
+            context,
+            lambda: to_dead_letter(
+                self._dead_letters().show(self._reviewer(context), _parsed(request).proposal_id)
+            ),
+        )
+
+    def ReplayDeadLetter(
+        self, request: review_pb2.DeadLetterRequest, context: grpc.ServicerContext
+    ) -> review_pb2.DeadLetter:
+        return _guard(
+            context,
+            lambda: to_dead_letter(
+                self._dead_letters().replay(self._reviewer(context), _parsed(request).proposal_id)
+            ),
+        )
+
+    def DiscardDeadLetter(
+        self, request: review_pb2.DeadLetterRequest, context: grpc.ServicerContext
+    ) -> review_pb2.DeadLetter:
+        return _guard(
+            context,
+            lambda: to_dead_letter(
+                self._dead_letters().discard(self._reviewer(context), _parsed(request).proposal_id)
+            ),
+        )
+
 
 class _Unparseable:
     """A request body that is not a valid message of the method's type."""
@@ -224,6 +315,26 @@ def add_review(servicer: ReviewServicer, server: grpc.Server) -> None:
         "Reject": (servicer.Reject, review_pb2.RejectRequest, review_pb2.ReviewItem),
         "Amend": (servicer.Amend, review_pb2.AmendRequest, review_pb2.AmendResponse),
         "GetHistory": (servicer.GetHistory, review_pb2.GetHistoryRequest, review_pb2.History),
+        "ListDeadLetters": (
+            servicer.ListDeadLetters,
+            review_pb2.ListDeadLettersRequest,
+            review_pb2.ListDeadLettersResponse,
+        ),
+        "GetDeadLetter": (
+            servicer.GetDeadLetter,
+            review_pb2.DeadLetterRequest,
+            review_pb2.DeadLetter,
+        ),
+        "ReplayDeadLetter": (
+            servicer.ReplayDeadLetter,
+            review_pb2.DeadLetterRequest,
+            review_pb2.DeadLetter,
+        ),
+        "DiscardDeadLetter": (
+            servicer.DiscardDeadLetter,
+            review_pb2.DeadLetterRequest,
+            review_pb2.DeadLetter,
+        ),
     }
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         name: grpc.unary_unary_rpc_method_handler(

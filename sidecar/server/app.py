@@ -200,10 +200,15 @@ def serve(
     servers = [server]
     if config.review_listen:
         from sidecar.review.auth import ReviewerAuthenticator
+        from sidecar.review.deadletters import DeadLetterService
         from sidecar.review.server import SERVICE_NAME as REVIEW_SERVICE
         from sidecar.review.server import ReviewServicer, add_review
 
-        servicer = ReviewServicer(review, ReviewerAuthenticator(config.reviewer_issuers))
+        servicer = ReviewServicer(
+            review,
+            ReviewerAuthenticator(config.reviewer_issuers),
+            DeadLetterService(sidecar.service, config.operator_roles),
+        )
         review_server, review_port, _ = build_server(
             config.review_listen, lambda s: add_review(servicer, s), [REVIEW_SERVICE]
         )

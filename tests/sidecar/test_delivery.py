@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,9 @@ from sidecar.adapter_client import AdapterOutcome, LookupOutcome
 from sidecar.audit.log import AuditLog
 from sidecar.config import SidecarConfig
 from sidecar.consent import ConsentDirectory
-from sidecar.errors import WritesThrottled
+from sidecar.errors import DeliveryUnavailable, WritesThrottled
 from sidecar.policy.embedded import EmbeddedEngine
+from sidecar.policy.engine import Decision, deny
 from sidecar.policy.library import shipped_policy_dir
 from sidecar.proposals.delivery import Delivery, RetryPolicy
 from sidecar.proposals.lifecycle import State
@@ -68,6 +69,7 @@ class ScriptedAdapter:
         self.ehr = ehr
         self.script: list[str] = []
         self.retry_after = 0.0
+        self.lookup_fails = False
         self.lock = threading.Lock()
 
     def _store(self, payload: bytes) -> bool:
@@ -131,9 +133,35 @@ class ScriptedAdapter:
     def lookup(self, token: str, canonical_payload: bytes) -> LookupOutcome:
         with self.lock:
             self.ehr.lookups += 1
+            if self.lookup_fails:
+                return LookupOutcome(found=False, failure="transport", reason="ehr.no_answer")
             if self.ehr.stored[canonical_payload]:
                 return LookupOutcome(found=True, fhir_id="obs-1", fhir_version="1")
             return LookupOutcome(found=False)
+
+
+class Revisable:
+    """The shipped policy on the embedded engine, until the test publishes a revision that
+    blocks everything (as a security team tightening policy would)."""
+
+    def __init__(self, inner: EmbeddedEngine) -> None:
+        self.inner = inner
+        self.tightened = False
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def revision(self) -> str:
+        return self.inner.revision + ("-tightened" if self.tightened else "")
+
+    def evaluate(self, policy_input: Mapping[str, Any]) -> Decision:
+        if self.tightened:
+            return deny(
+                "policy.tightened", "no autonomous writes", revision=self.revision, engine=self.name
+            )
+        return self.inner.evaluate(policy_input)
 
 
 class Clock:
@@ -155,6 +183,7 @@ class Parts:
     clock: Clock
     store: SqliteStore
     audit_path: Path
+    engine: Revisable
 
     def kinds(self) -> list[str]:
         return [
@@ -190,10 +219,11 @@ def build(tmp_path: Path, *, max_queued_writes: int = 100, max_attempts: int = 8
     ehr = Ehr()
     adapter = ScriptedAdapter(ehr)
     clock = Clock()
+    engine = Revisable(EmbeddedEngine(shipped_policy_dir(), extra_data=data))
     service = ProposalService(
         config,
         store,
-        EmbeddedEngine(shipped_policy_dir(), extra_data=data),
+        engine,
         ConsentDirectory(consents),
         TokenMinter(
             keys.load_or_create(tmp_path / "t.jwk", "token"),
@@ -213,7 +243,7 @@ def build(tmp_path: Path, *, max_queued_writes: int = 100, max_attempts: int = 8
         ),
         rng=random.Random(7),
     )
-    return Parts(service, adapter, ehr, clock, store, audit_path)
+    return Parts(service, adapter, ehr, clock, store, audit_path, engine)
 
 
 @pytest.fixture
@@ -466,3 +496,71 @@ def test_a_write_the_adapter_never_received_is_resent_when_it_is_back(parts: Par
         sweep(parts)
     assert current(parts, record.proposal_id).state is State.ACCEPTED
     assert list(parts.ehr.stored.values()) == [1]
+
+
+def park(parts: Parts, value: float, script: list[str]) -> Any:
+    """Propose a write and sweep until its retries are spent."""
+    parts.adapter.script = script
+    record = parts.service.propose(vital(value))
+    for _ in range(10):
+        parts.clock.advance(60)
+        sweep(parts)
+    parked = current(parts, record.proposal_id)
+    assert parked.state is State.DEAD_LETTERED
+    return parked
+
+
+def test_a_replay_looks_first_and_accepts_a_write_the_ehr_holds_without_sending(
+    tmp_path: Path,
+) -> None:
+    parts = build(tmp_path, max_attempts=2)
+    parts.adapter.lookup_fails = True  # committed, answer lost, and the EHR cannot be searched
+    parked = park(parts, 90, ["lost"])
+    assert parts.ehr.lookups == 2
+    with pytest.raises(DeliveryUnavailable):
+        parts.service.replay_dead_letter(parked, "ops#olga")
+    assert current(parts, parked.proposal_id).state is State.DEAD_LETTERED  # nothing changed
+    parts.adapter.lookup_fails = False
+    replayed = parts.service.replay_dead_letter(parked, "ops#olga")
+    assert replayed.state is State.ACCEPTED
+    assert len(parts.ehr.sends) == 1
+    assert list(parts.ehr.stored.values()) == [1]
+    parts.store.close()
+
+
+def test_a_replay_sends_an_absent_write_with_a_fresh_token_and_budget(tmp_path: Path) -> None:
+    parts = build(tmp_path, max_attempts=2)
+    parked = park(parts, 91, ["503", "503", "503", "ok"])
+    assert len(parts.ehr.sends) == 2
+    replayed = parts.service.replay_dead_letter(parked, "ops#olga")
+    assert replayed.state is State.FAILED_RETRYABLE  # the third 503, with a fresh budget
+    parts.clock.advance(5)
+    sweep(parts)
+    assert current(parts, parked.proposal_id).state is State.ACCEPTED
+    assert len(set(parts.ehr.jtis)) == 4
+    assert list(parts.ehr.stored.values()) == [1]
+    assert "deadletter.replayed" in parts.kinds()
+    parts.store.close()
+
+
+def test_a_replay_under_a_policy_that_now_blocks_it_is_not_sent(tmp_path: Path) -> None:
+    parts = build(tmp_path, max_attempts=2)
+    parked = park(parts, 92, ["503", "503"])
+    parts.engine.tightened = True
+    refused = parts.service.replay_dead_letter(parked, "ops#olga")
+    assert refused.state is State.FAILED_FINAL
+    assert refused.reasons[-1]["code"] == "deadletter.policy_changed"
+    assert any(r["code"] == "policy.tightened" for r in refused.reasons)
+    assert len(parts.ehr.sends) == 2
+    parts.store.close()
+
+
+def test_a_discard_ends_an_absent_write_failed_and_sends_nothing(tmp_path: Path) -> None:
+    parts = build(tmp_path, max_attempts=2)
+    parked = park(parts, 93, ["503", "503"])
+    discarded = parts.service.discard_dead_letter(parked, "ops#olga")
+    assert discarded.state is State.FAILED_FINAL
+    assert discarded.reasons[-1]["code"] == "deadletter.discarded"
+    assert len(parts.ehr.sends) == 2
+    assert parts.ehr.stored == Counter()
+    parts.store.close()
