@@ -179,6 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx logs every request line (URL and query) at INFO: the adapter's own log lines say
+    # what happened without them, and a query string is no place for a log to copy.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     command: str = args.command
     if command == "serve":
         from sidecar.config import SidecarConfig

@@ -16,6 +16,7 @@ from chartgate.devissuer.issuer import DEFAULT_AUDIENCE as REVIEW_AUDIENCE
 from chartgate.devissuer.issuer import DevIssuer
 from chartgate.stack import Stack, start_stack
 from chartgate.v1 import gateway_pb2
+from chartgate.write_token import PROPOSAL_IDENTIFIER_SYSTEM
 from sidecar.audit.verify import verify_command
 from sidecar.client import ChartgateClient, ProposalRefused
 from sidecar.proposals.service import proposal_id_for
@@ -28,6 +29,14 @@ OTHER_PATIENT = "demo-patient-2"
 LOINC = "http://loinc.org"
 APPROVAL_WINDOW_SECONDS = 8
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+
+
+# Short retry waits so the faults phase settles in seconds (docs/configuration.md).
+DEMO_DELIVERY: dict[str, Any] = {
+    "sweep_seconds": 0.2,
+    "retry_base_seconds": 0.2,
+    "retry_index_delay_seconds": 0.5,
+}
 
 
 def demo_sidecar_config(workdir: Path, policy_dir: Path) -> dict[str, Any]:
@@ -402,7 +411,80 @@ def _lab_draft(value: float) -> dict[str, Any]:
     }
 
 
-def _seed_chart(fhir_base: str) -> None:
+def _ehr_session(stack: Stack) -> httpx.Client:
+    """An HTTP client that signs in to the local FHIR store with SMART Backend Services, as the
+    adapter does. The demo plays the EHR's administrator here (seeding the chart, counting what
+    it holds), so it borrows the development client the stack registered for the adapter."""
+    from adapters.smart import BackendServicesAuth, SmartSettings
+
+    assert stack.smart_settings is not None
+    auth = BackendServicesAuth.from_settings(SmartSettings.load(stack.smart_settings))
+    return httpx.Client(auth=auth, timeout=10)
+
+
+def _faults_phase(stack: Stack, client: ChartgateClient, ehr: httpx.Client) -> int:
+    """The EHR misbehaves: a 429 with Retry-After, then a write committed whose answer is lost.
+    Both end accepted and stored once; returns the number of steps off."""
+    control = stack.fhir_base.removesuffix("/fhir") + "/_faults"
+    failures = 0
+
+    def settle(proposal: gateway_pb2.Proposal) -> gateway_pb2.Proposal:
+        deadline = time.monotonic() + 30
+        while proposal.state != gateway_pb2.PROPOSAL_STATE_ACCEPTED and time.monotonic() < deadline:
+            time.sleep(0.1)
+            proposal = client.get(proposal.proposal_id)
+        return proposal
+
+    def stored(proposal_id: str) -> int:
+        bundle = ehr.get(
+            f"{stack.fhir_base}/Observation",
+            params={"identifier": f"{PROPOSAL_IDENTIFIER_SYSTEM}|{proposal_id}"},
+        ).json()
+        return int(bundle.get("total", 0))
+
+    print("\n  The EHR misbehaves (faults injected by the local FHIR store):")
+    for title, plan, first in (
+        (
+            "the EHR answers 429 Too Many Requests, Retry-After: 1",
+            {"throttle": {"retry_after_seconds": 1}, "schedule": [{"fault": "throttle"}]},
+            gateway_pb2.PROPOSAL_STATE_FAILED_RETRYABLE,
+        ),
+        (
+            "the EHR stores the write, then the connection drops before it answers",
+            {"schedule": [{"fault": "drop_after_commit"}]},
+            gateway_pb2.PROPOSAL_STATE_AMBIGUOUS,
+        ),
+    ):
+        httpx.post(control, json=plan, timeout=10).raise_for_status()
+        started = time.monotonic()
+        proposal = client.propose(
+            tool="fhir.create",
+            resource=_vital_sign(PATIENT, 66 + failures),
+            patient_id=PATIENT,
+            confidence=0.97,
+            idempotency_key=f"demo-fault-{first}",
+        )
+        answered = gateway_pb2.ProposalState.Name(proposal.state).removeprefix("PROPOSAL_STATE_")
+        final = settle(proposal)
+        took = time.monotonic() - started
+        copies = stored(proposal.proposal_id)
+        ok = (
+            proposal.state == first
+            and final.state == gateway_pb2.PROPOSAL_STATE_ACCEPTED
+            and copies == 1
+        )
+        failures += not ok
+        print(
+            f"  - {title}\n     -> Propose answered {answered} ({proposal.reasons[-1].code}); "
+            f"{'looked up and ' if first == gateway_pb2.PROPOSAL_STATE_AMBIGUOUS else ''}"
+            f"settled ACCEPTED after {took:.1f} s, stored {copies} time(s)"
+            + ("" if ok else " (expected: accepted, stored once)")
+        )
+    httpx.delete(control, timeout=10).raise_for_status()
+    return failures
+
+
+def _seed_chart(fhir_base: str, ehr: httpx.Client) -> None:
     """The EHR already holds the demo patient (synthetic data) before the agent starts."""
     patient = {
         "resourceType": "Patient",
@@ -411,7 +493,7 @@ def _seed_chart(fhir_base: str) -> None:
         "name": [{"family": "Example", "given": ["Demo"]}],
         "gender": "unknown",
     }
-    response = httpx.put(
+    response = ehr.put(
         f"{fhir_base}/Patient/{PATIENT}",
         json=patient,
         headers={"Content-Type": "application/fhir+json"},
@@ -426,10 +508,17 @@ def run_demo(workdir: Path, policy_dir: Path) -> int:
     run_dir.mkdir(parents=True)
     print(f"Chartgate demo: state in {run_dir}")
     started = time.monotonic()
-    stack: Stack = start_stack(run_dir, demo_sidecar_config(run_dir, policy_dir))
+    # The adapter signs in to the store with SMART Backend Services; the store can fail on purpose.
+    stack: Stack = start_stack(
+        run_dir,
+        {**demo_sidecar_config(run_dir, policy_dir), **DEMO_DELIVERY},
+        smart=True,
+        store_args=["--allow-fault-control"],
+    )
     failures = 0
+    ehr = _ehr_session(stack)
     try:
-        _seed_chart(stack.fhir_base)
+        _seed_chart(stack.fhir_base, ehr)
         print(
             f"  FHIR store {stack.fhir_base}, adapter {stack.adapter_target}, "
             f"sidecar {stack.sidecar_target} (ready in {time.monotonic() - started:.1f} s)\n"
@@ -443,8 +532,9 @@ def run_demo(workdir: Path, policy_dir: Path) -> int:
                 note = "" if ok else f" (expected {step.expect})"
                 print(f"  {number}. {step.title}\n     -> {outcome.upper()}{note}: {detail}")
             failures += _review_phase(stack, client)
+            failures += _faults_phase(stack, client, ehr)
         stored = (
-            httpx.get(
+            ehr.get(
                 f"{stack.fhir_base}/Observation",
                 params={"subject": f"Patient/{PATIENT}"},
                 timeout=10,
@@ -452,10 +542,12 @@ def run_demo(workdir: Path, policy_dir: Path) -> int:
             .json()
             .get("total")
         )
-        # The heart rate, the approved lab draft and the amended vital sign; nothing else.
-        print(f"\n  FHIR store holds {stored} Observation(s) for the patient (expected 3)")
-        failures += stored != 3
+        # The heart rate, the approved lab draft, the amended vital sign and the two written
+        # through faults; nothing else, nothing twice.
+        print(f"\n  FHIR store holds {stored} Observation(s) for the patient (expected 5)")
+        failures += stored != 5
     finally:
+        ehr.close()
         stack.stop()
     audit_log = run_dir / "audit" / "audit.jsonl"
     audit_key = run_dir / "keys" / "audit-signing.jwks.json"

@@ -152,9 +152,7 @@ def _fhir_ready(base: str) -> bool:
         return False
 
 
-def start_fhir_store(
-    stack: Stack, *, smart: bool = False, extra_args: Sequence[str] = ()
-) -> None:
+def start_fhir_store(stack: Stack, *, smart: bool = False, extra_args: Sequence[str] = ()) -> None:
     """The local FHIR store; with `smart`, SMART Backend Services on, the adapter registered;
     `extra_args` e.g. `--faults FILE`, `--allow-fault-control` (docs/devstore-faults.md)."""
     port = free_port()
@@ -236,13 +234,20 @@ def start_sidecar(stack: Stack, config: Mapping[str, Any], name: str = "sidecar"
         stack.sidecar_target, stack.review_target = target, review
 
 
-def start_stack(workdir: Path, sidecar_config: Mapping[str, Any], *, smart: bool = False) -> Stack:
+def start_stack(
+    workdir: Path,
+    sidecar_config: Mapping[str, Any],
+    *,
+    smart: bool = False,
+    store_args: Sequence[str] = (),
+) -> Stack:
     """All three processes, each waited on until healthy; stops what started if one fails.
-    `smart`: the adapter reaches the store with SMART Backend Services (docs/smart.md)."""
+    `smart`: the adapter reaches the store with SMART Backend Services (docs/smart.md);
+    `store_args`: more flags for the store (e.g. `--allow-fault-control`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir=workdir)
     try:
-        start_fhir_store(stack, smart=smart)
+        start_fhir_store(stack, smart=smart, extra_args=store_args)
         start_adapter(stack)
         start_sidecar(stack, sidecar_config)
     except BaseException:
