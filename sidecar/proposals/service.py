@@ -638,17 +638,23 @@ class ProposalService:
                 delivery = replace(delivery, next_attempt_at=now + self._retry.index_delay_seconds)
             else:
                 target = State.FAILED_FINAL
-        updated = guard_storage(
-            lambda: self._store.transition(
-                record.proposal_id,
-                State.SUBMITTED,
-                target,
-                fhir_id=outcome.fhir_id,
-                fhir_version=outcome.fhir_version,
-                reasons=reasons,
-                delivery=delivery.to_json(),
+        try:
+            updated = guard_storage(
+                lambda: self._store.transition(
+                    record.proposal_id,
+                    State.SUBMITTED,
+                    target,
+                    fhir_id=outcome.fhir_id,
+                    fhir_version=outcome.fhir_version,
+                    reasons=reasons,
+                    delivery=delivery.to_json(),
+                )
             )
-        )
+        except IllegalTransition:
+            # This attempt outlived its deadline and a sweeper already took it for abandoned
+            # (ambiguous): the look-up settles it from what the EHR holds.
+            current = guard_storage(lambda: self._store.get(record.proposal_id))
+            return current if current is not None else record
         self.audit(
             "write.outcome",
             {

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,8 @@ class ScriptedAdapter:
         self.script: list[str] = []
         self.retry_after = 0.0
         self.lookup_fails = False
+        # Runs while a write is in flight (outside the lock): another replica's sweep, say.
+        self.during_write: Callable[[], None] | None = None
         self.lock = threading.Lock()
 
     def _store(self, payload: bytes) -> bool:
@@ -80,6 +82,9 @@ class ScriptedAdapter:
         return existed
 
     def write(self, token: str, canonical_payload: bytes) -> AdapterOutcome:
+        if self.during_write is not None:
+            hook, self.during_write = self.during_write, None
+            hook()
         with self.lock:
             claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
             self.ehr.jtis.append(claims["jti"])
@@ -564,3 +569,19 @@ def test_a_discard_ends_an_absent_write_failed_and_sends_nothing(tmp_path: Path)
     assert len(parts.ehr.sends) == 2
     assert parts.ehr.stored == Counter()
     parts.store.close()
+
+
+def test_a_sender_slower_than_its_deadline_loses_to_the_sweeper_without_an_error(
+    parts: Parts,
+) -> None:
+    def another_replica_sweeps_meanwhile() -> None:
+        parts.clock.advance(13)  # past the adapter's deadline and the margin
+        sweep(parts)
+
+    parts.adapter.during_write = another_replica_sweeps_meanwhile
+    record = parts.service.propose(vital(94))  # the agent gets a state, not an error
+    assert record.state is State.AMBIGUOUS
+    sweep(parts)
+    assert current(parts, record.proposal_id).state is State.ACCEPTED
+    assert len(parts.ehr.sends) == 1
+    assert list(parts.ehr.stored.values()) == [1]
