@@ -30,6 +30,7 @@ COPY pyproject.toml README.md ./
 COPY chartgate ./chartgate
 COPY sidecar ./sidecar
 COPY adapters ./adapters
+COPY console ./console
 RUN pip install --no-cache-dir . \
     && python -m compileall -q /opt/chartgate \
     && chartgate --help > /dev/null

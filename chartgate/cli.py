@@ -130,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
     configure_dev_issuer(p)
 
     p = sub.add_parser(
+        "console", help="run the reviewer console: web pages over the Review API (docs/console.md)"
+    )
+    from console.cli import configure_parser as configure_console
+
+    configure_console(p)
+
+    p = sub.add_parser(
         "demo", help="run sidecar, adapter and FHIR store and drive an example agent"
     )
     workdir(p)
@@ -244,6 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"chartgate fhir-store: {exc}", file=sys.stderr)
             return 2
         return 0
+    if command == "console":
+        from console.cli import run as run_console
+
+        return run_console(args)
     if command == "dev-issuer":
         from chartgate.devissuer.cli import run as run_dev_issuer
 

@@ -38,7 +38,7 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 # What the package is built from. The Dockerfile's build stage must copy each of these
 # (test_dockerfile_build_stage_copies_every_build_input), so this install is the image's install.
-BUILD_INPUTS = ("pyproject.toml", "README.md", "chartgate", "sidecar", "adapters")
+BUILD_INPUTS = ("pyproject.toml", "README.md", "chartgate", "sidecar", "adapters", "console")
 # The demo's audit log holds at least this many records: every step of every proposal, the
 # agent's and the reviewers' (as tests/test_demo.py asserts).
 DEMO_AUDIT_RECORDS_AT_LEAST = 35

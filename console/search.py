@@ -1,0 +1,74 @@
+"""Searching proposals by patient, encounter, agent or reviewer: one seam, one implementation per source.
+
+Today's source is the Review API, which lists pending proposals only (`ListPending`); a decided
+proposal is found by its id (`GetReview`, `GetHistory`). The audit index (sidecar/audit/) keeps
+every proposal's records by patient, encounter, agent, reviewer and tenant; a search over it
+implements `ProposalSearch` too and is passed to `create_app(search=...)`, and the search page
+then covers decided proposals without any other change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from chartgate.v1 import review_pb2
+from sidecar.review.client import ReviewClient
+
+MAX_RESULTS: Final = 200
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """Each criterion optional; a proposal matches when it matches every one given."""
+
+    patient: str = ""
+    encounter: str = ""
+    agent: str = ""
+    reviewer: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.patient or self.encounter or self.agent or self.reviewer)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """The proposals found, and what was searched (shown to the reviewer, so no one mistakes
+    "nothing pending" for "nothing ever")."""
+
+    items: tuple[review_pb2.ReviewItem, ...]
+    scope: str
+
+
+class ProposalSearch(Protocol):
+    """A source of proposals to search, read with the signed-in reviewer's own Review API client
+    (so a source can never show a reviewer another tenant's proposals)."""
+
+    def search(self, review: ReviewClient, query: SearchQuery) -> SearchResult: ...
+
+
+def _reviewer_matches(item: review_pb2.ReviewItem, reviewer: str) -> bool:
+    """`alice` matches the subject; `https://issuer alice` the issuer and subject."""
+    return any(reviewer in (a.subject, f"{a.issuer} {a.subject}") for a in item.approvals)
+
+
+class PendingSearch:
+    """Search over what the Review API lists: pending proposals of the reviewer's tenants.
+
+    The patient filter is the API's own; encounter, agent and reviewer (an approval's subject)
+    are applied here to what it returned.
+    """
+
+    scope = "pending proposals of your tenants (decided ones: look up a proposal id)"
+
+    def search(self, review: ReviewClient, query: SearchQuery) -> SearchResult:
+        items = review.list_pending(patient_id=query.patient, limit=MAX_RESULTS)
+        found = tuple(
+            item
+            for item in items
+            if (not query.encounter or item.encounter_id == query.encounter)
+            and (not query.agent or item.agent_id == query.agent)
+            and (not query.reviewer or _reviewer_matches(item, query.reviewer))
+        )
+        return SearchResult(found, self.scope)
