@@ -24,6 +24,8 @@ class WriteResult:
     fhir_version: str
     already_existed: bool
     http_status: int
+    # The stored resource, when a read returned it (read_current).
+    body: dict[str, Any] | None = None
 
 
 class FhirClient:
@@ -132,14 +134,20 @@ class FhirClient:
         version = meta.get("versionId", "") if isinstance(meta, dict) else ""
         return WriteResult(str(found.get("id", "")), str(version), True, 200)
 
-    def find_updated(self, partial: dict[str, Any]) -> WriteResult | None:
+    def find_updated(self, partial: dict[str, Any], patient_id: str) -> WriteResult | None:
         """The stored resource if it holds every element the update set (so the update, or an
-        identical one, is in): how an ambiguous update is settled."""
+        identical one, is in): how an ambiguous update is settled. Only within the token's
+        patient's compartment."""
         url = f"{self._base}/{partial['resourceType']}/{partial['id']}"
         response = self._send("GET", url)
         if response.status_code != 200:
             raise _classify(response)
         stored = response.json()
+        if not isinstance(stored, dict) or patient_of(stored) != patient_id:
+            raise payload_error(
+                "payload.wrong_patient",
+                "the stored resource belongs to another patient than the token's",
+            )
         for key, value in partial.items():
             if key in ("resourceType", "id", "meta"):
                 continue
@@ -148,6 +156,26 @@ class FhirClient:
         meta = stored.get("meta")
         version = meta.get("versionId", "") if isinstance(meta, dict) else ""
         return WriteResult(str(stored.get("id", "")), str(version), True, 200)
+
+    def read_current(self, partial: dict[str, Any], patient_id: str) -> WriteResult | None:
+        """The stored resource an update targets, with its version in `fhir_version` and the body
+        in `body`; None when the EHR holds none. Only a resource in the token's patient's
+        compartment is returned."""
+        url = f"{self._base}/{partial['resourceType']}/{partial['id']}"
+        response = self._send("GET", url)
+        if response.status_code in (404, 410):
+            return None
+        if response.status_code != 200:
+            raise _classify(response)
+        stored = response.json()
+        if not isinstance(stored, dict) or patient_of(stored) != patient_id:
+            raise payload_error(
+                "payload.wrong_patient",
+                "the stored resource belongs to another patient than the token's",
+            )
+        meta = stored.get("meta")
+        version = meta.get("versionId", "") if isinstance(meta, dict) else ""
+        return WriteResult(str(stored.get("id", "")), str(version), True, 200, body=stored)
 
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """One HTTP exchange. A failure before the request left is TRANSPORT (safe to resend); one

@@ -18,6 +18,7 @@ from adapters.replay import JtiStore
 from adapters.resilience import CircuitBreaker, TokenBucket
 from adapters.smart import BackendServicesAuth, SmartSettings
 from adapters.tokens import TokenVerifier, VerifiedWrite
+from chartgate.canonical import canonicalize
 from chartgate.compartment import patient_of
 from chartgate.grpc_server import build_server
 from chartgate.keys import load_keyset
@@ -144,7 +145,9 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
                     lambda: self._fhir.find_created(verified.resource_type, verified.proposal_id)
                 )
             else:
-                found = self._guarded(lambda: self._fhir.find_updated(verified.resource))
+                found = self._guarded(
+                    lambda: self._fhir.find_updated(verified.resource, verified.patient_id)
+                )
         except AdapterError as exc:
             log.warning("look-up failed: reason=%s class=%s", exc.reason, exc.failure)
             return adapter_pb2.LookupResponse(
@@ -167,6 +170,44 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
             return adapter_pb2.LookupResponse(found=False)
         return adapter_pb2.LookupResponse(
             found=True, fhir_id=found.fhir_id, fhir_version=found.fhir_version
+        )
+
+    def ReadCurrent(
+        self, request: adapter_pb2.LookupRequest, context: grpc.ServicerContext
+    ) -> adapter_pb2.ReadResponse:
+        try:
+            verified = self._verifier.verify(request.token, request.resource_json)
+            if not verified.lookup:
+                raise token_error("token.scope", "a write token does not authorize a read")
+            if verified.operation != "update":
+                raise token_error("token.scope", "only an update's target has a current version")
+            if not self._jti.consume(verified.jti, verified.expires_at):
+                raise token_error("token.replayed", "this token was already used")
+            current = self._guarded(
+                lambda: self._fhir.read_current(verified.resource, verified.patient_id)
+            )
+        except AdapterError as exc:
+            log.warning("read failed: reason=%s class=%s", exc.reason, exc.failure)
+            return adapter_pb2.ReadResponse(
+                found=False,
+                failure_class=exc.failure.proto,
+                reason=exc.reason,
+                message=exc.message[:1000],
+            )
+        except Exception as exc:
+            log.error("unexpected adapter failure in a read (%s)", type(exc).__name__)
+            return adapter_pb2.ReadResponse(
+                found=False,
+                failure_class=FailureClass.TRANSPORT.proto,
+                reason="adapter.fault",
+                message="the adapter failed unexpectedly",
+            )
+        if current is None or current.body is None:
+            return adapter_pb2.ReadResponse(found=False)
+        return adapter_pb2.ReadResponse(
+            found=True,
+            resource_json=canonicalize(current.body),
+            fhir_version=current.fhir_version,
         )
 
     def _guarded(self, exchange: Callable[[], T]) -> T:

@@ -54,6 +54,18 @@ class LookupOutcome:
     retry_after: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class ReadOutcome:
+    """The chart's current version of an update's target; `failure` set when it could not be read."""
+
+    found: bool
+    resource_json: bytes = b""
+    fhir_version: str = ""
+    failure: str = ""
+    reason: str = ""
+    message: str = ""
+
+
 def _hop_failure(exc: grpc.RpcError) -> tuple[str, str, str]:
     """(class, reason, message) of a failed call to the adapter."""
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
@@ -126,6 +138,25 @@ class AdapterClient:
             reason=response.reason,
             message=response.message,
             retry_after=max(0.0, min(response.retry_after_seconds, 3600.0)),
+        )
+
+    def read_current(self, token: str, canonical_payload: bytes) -> ReadOutcome:
+        """The current version of an update's target, for a reviewer's diff; never raises."""
+        try:
+            response = self._stub.ReadCurrent(
+                adapter_pb2.LookupRequest(token=token, resource_json=canonical_payload),
+                timeout=self._timeout,
+            )
+        except grpc.RpcError as exc:
+            _, reason, message = _hop_failure(exc)
+            return ReadOutcome(found=False, failure="transport", reason=reason, message=message)
+        return ReadOutcome(
+            found=response.found,
+            resource_json=response.resource_json,
+            fhir_version=response.fhir_version,
+            failure=failure_name(response.failure_class),
+            reason=response.reason,
+            message=response.message,
         )
 
     def close(self) -> None:

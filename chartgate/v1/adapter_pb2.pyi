@@ -87,3 +87,19 @@ class LookupResponse(_message.Message):
     message: str
     retry_after_seconds: float
     def __init__(self, found: _Optional[bool] = ..., fhir_id: _Optional[str] = ..., fhir_version: _Optional[str] = ..., failure_class: _Optional[_Union[FailureClass, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., retry_after_seconds: _Optional[float] = ...) -> None: ...
+
+class ReadResponse(_message.Message):
+    __slots__ = ("found", "resource_json", "fhir_version", "failure_class", "reason", "message")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    FHIR_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    resource_json: bytes
+    fhir_version: str
+    failure_class: FailureClass
+    reason: str
+    message: str
+    def __init__(self, found: _Optional[bool] = ..., resource_json: _Optional[bytes] = ..., fhir_version: _Optional[str] = ..., failure_class: _Optional[_Union[FailureClass, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

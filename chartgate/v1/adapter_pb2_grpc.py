@@ -44,6 +44,11 @@ class AdapterStub:
                 request_serializer=chartgate_dot_v1_dot_adapter__pb2.LookupRequest.SerializeToString,
                 response_deserializer=chartgate_dot_v1_dot_adapter__pb2.LookupResponse.FromString,
                 _registered_method=True)
+        self.ReadCurrent = channel.unary_unary(
+                '/chartgate.v1.Adapter/ReadCurrent',
+                request_serializer=chartgate_dot_v1_dot_adapter__pb2.LookupRequest.SerializeToString,
+                response_deserializer=chartgate_dot_v1_dot_adapter__pb2.ReadResponse.FromString,
+                _registered_method=True)
 
 
 class AdapterServicer:
@@ -64,6 +69,14 @@ class AdapterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadCurrent(self, request, context):
+        """Reads the current version of an update proposal's target with a one-use look-up token,
+        only if it belongs to the token's patient (the Review API's diff).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdapterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +89,11 @@ def add_AdapterServicer_to_server(servicer, server):
                     servicer.Lookup,
                     request_deserializer=chartgate_dot_v1_dot_adapter__pb2.LookupRequest.FromString,
                     response_serializer=chartgate_dot_v1_dot_adapter__pb2.LookupResponse.SerializeToString,
+            ),
+            'ReadCurrent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadCurrent,
+                    request_deserializer=chartgate_dot_v1_dot_adapter__pb2.LookupRequest.FromString,
+                    response_serializer=chartgate_dot_v1_dot_adapter__pb2.ReadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class Adapter:
             '/chartgate.v1.Adapter/Lookup',
             chartgate_dot_v1_dot_adapter__pb2.LookupRequest.SerializeToString,
             chartgate_dot_v1_dot_adapter__pb2.LookupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadCurrent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chartgate.v1.Adapter/ReadCurrent',
+            chartgate_dot_v1_dot_adapter__pb2.LookupRequest.SerializeToString,
+            chartgate_dot_v1_dot_adapter__pb2.ReadResponse.FromString,
             options,
             channel_credentials,
             insecure,

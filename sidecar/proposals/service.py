@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol, TypeVar
 
-from sidecar.adapter_client import AdapterOutcome, LookupOutcome
+from sidecar.adapter_client import AdapterOutcome, LookupOutcome, ReadOutcome
 from sidecar.config import SidecarConfig
 from sidecar.consent import ConsentDirectory
 from sidecar.errors import (
@@ -71,6 +71,8 @@ class AdapterPort(Protocol):
     def write(self, token: str, canonical_payload: bytes) -> AdapterOutcome: ...
 
     def lookup(self, token: str, canonical_payload: bytes) -> LookupOutcome: ...
+
+    def read_current(self, token: str, canonical_payload: bytes) -> ReadOutcome: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -844,6 +846,23 @@ class ProposalService:
                 delivery=delivery.to_json(),
             )
         )
+
+    # --- the chart's current version, for a reviewer's diff ------------------------------------
+
+    def current_resource(self, record: ProposalRecord) -> tuple[str, str]:
+        """(current resource JSON, note) for an update proposal, read through the adapter with a
+        one-use look-up token nobody else sees; ("", why) when it cannot be shown. A create has
+        no current version."""
+        if record.operation != "update":
+            return "", ""
+        token = self._token(record, lookup=True)
+        assert token is not None  # look-up tokens do not depend on the approval window
+        read = self._adapter.read_current(token.minted.token, record.payload)
+        if read.failure:
+            return "", f"the chart's current version could not be read ({read.reason})"
+        if not read.found:
+            return "", "the EHR holds no current version of this resource"
+        return read.resource_json.decode("utf-8", errors="replace"), ""
 
     # --- dead letters: an operator's replay or discard (chartgate deadletter) -----------------
 

@@ -83,6 +83,8 @@ def to_item(view: ReviewView) -> review_pb2.ReviewItem:
         seconds_to_expiry=view.seconds_to_expiry,
         escalated_at=record.escalated_at,
         may_approve=view.may_approve,
+        current_resource_json=view.current_resource_json,
+        current_resource_note=view.current_resource_note,
     )
 
 

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Final, Protocol
 
@@ -76,6 +76,9 @@ class ReviewView:
     approvals: tuple[ApprovalRecord, ...]
     may_approve: bool
     seconds_to_expiry: int
+    # An update's target as the chart holds it now (GetReview only), or why it is not shown.
+    current_resource_json: str = ""
+    current_resource_note: str = ""
 
 
 def fhir_identity(reference: str) -> str:
@@ -140,7 +143,10 @@ class ReviewService:
         return ReviewView(record, approvals, may, remaining)
 
     def view(self, reviewer: ReviewerIdentity, proposal_id: str) -> ReviewView:
-        return self._view(reviewer, self._visible(reviewer, proposal_id))
+        """One proposal, with the chart's current version of an update's target for the diff."""
+        view = self._view(reviewer, self._visible(reviewer, proposal_id))
+        current, note = self._proposals.current_resource(view.record)
+        return replace(view, current_resource_json=current, current_resource_note=note)
 
     def list_pending(
         self,

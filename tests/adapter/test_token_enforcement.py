@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -247,3 +248,57 @@ def test_update_of_another_patients_resource_is_refused(adapter_stack: Stack) ->
     assert (code, reason) == (adapter_pb2.FAILURE_CLASS_PAYLOAD, "payload.wrong_patient")
     other = fhir_search(adapter_stack.fhir_base, "Patient", _id="p-other")[0]
     assert other["active"] is True
+
+
+def read_current(stack: Stack, token: str, body: bytes) -> adapter_pb2.ReadResponse:
+    with grpc.insecure_channel(stack.adapter_target) as channel:
+        return adapter_pb2_grpc.AdapterStub(channel).ReadCurrent(
+            adapter_pb2.LookupRequest(token=token, resource_json=body), timeout=10
+        )
+
+
+def update_grant(body: bytes, target: str, *, lookup: bool) -> WriteGrant:
+    return WriteGrant(
+        proposal_id=f"pr-{uuid.uuid4().hex}",
+        tenant_id="t1",
+        agent_id="agent-1",
+        on_behalf_of="",
+        patient_id=PATIENT,
+        scope="patient/Patient.rs" if lookup else "patient/Patient.u",
+        operation="update",
+        target=target,
+        payload_sha256=sha256_hex(body),
+        lookup=lookup,
+    )
+
+
+def test_a_reviewer_diff_reads_the_current_version_once_and_only_in_the_patients_chart(
+    adapter_stack: Stack,
+) -> None:
+    """ReadCurrent (the Review API's diff): a one-use look-up token, the token's patient only."""
+    body = canonicalize({"resourceType": "Patient", "id": PATIENT, "active": False})
+    token = minter(adapter_stack).mint(update_grant(body, f"Patient/{PATIENT}", lookup=True))
+    current = read_current(adapter_stack, token.token, body)
+    assert current.found
+    assert json.loads(current.resource_json)["id"] == PATIENT
+    assert current.fhir_version
+    again = read_current(adapter_stack, token.token, body)
+    assert (again.found, again.reason) == (False, "token.replayed")
+    # A write token does not read; a look-up token for another patient's resource reads nothing.
+    write_token = minter(adapter_stack).mint(update_grant(body, f"Patient/{PATIENT}", lookup=False))
+    refused_write = read_current(adapter_stack, write_token.token, body)
+    assert (refused_write.found, refused_write.reason) == (False, "token.scope")
+    other = canonicalize({"resourceType": "Patient", "id": "p-other", "active": False})
+    foreign = minter(adapter_stack).mint(update_grant(other, "Patient/p-other", lookup=True))
+    answer = read_current(adapter_stack, foreign.token, other)
+    assert (answer.found, answer.reason) == (False, "payload.wrong_patient")
+    assert answer.resource_json == b""
+    # And a look-up token never writes.
+    fresh = minter(adapter_stack).mint(update_grant(body, f"Patient/{PATIENT}", lookup=True))
+    assert refused(adapter_stack, fresh.token, body) == (
+        adapter_pb2.FAILURE_CLASS_TOKEN,
+        "token.scope",
+    )
+    assert (
+        fhir_search(adapter_stack.fhir_base, "Patient", _id=PATIENT)[0].get("active") is not False
+    )
