@@ -149,11 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     k = keys_sub.add_parser("init", help="create the token and audit signing keys and their JWKS")
     workdir(k)
 
-    p = sub.add_parser("audit", help="audit log tools")
-    audit_sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    a = audit_sub.add_parser("verify", help="verify every signature and chain link of an audit log")
-    a.add_argument("path", type=Path, help="audit log (JSON Lines)")
-    a.add_argument("--key", type=Path, required=True, help="public JWKS or JWK of the audit key(s)")
+    from sidecar.audit.commands import add_audit_parser
+
+    add_audit_parser(sub)
 
     from sidecar.review.commands import add_review_parser
 
@@ -274,9 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{prefix} key {key.kid}: public JWKS at {keys.public_jwks_path(path)}")
         return 0
     if command == "audit":
-        from sidecar.audit.verify import verify_command
+        from sidecar.audit.commands import audit_command
 
-        return verify_command(args.path, args.key)
+        return audit_command(args)
     if command == "deadletter":
         from sidecar.review.deadletter_commands import deadletter_command
 

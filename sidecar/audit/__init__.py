@@ -1,1 +1,1 @@
-"""The signed, hash-chained audit log (RFC 8785 canonical JSON Lines, RFC 8032 Ed25519) and its verifier."""
+"""The signed audit log: RFC 8785 JSON Lines, RFC 8032 signatures, RFC 9162 Merkle checkpoints (C2SP), tools."""

@@ -302,7 +302,7 @@ class WriteOutcome(AuditEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WriteDeadLettered(AuditEvent):
-    """A write's retry budget is spent: it waits for an operator (AdminDeadLetterReplayed)."""
+    """A write's retry budget is spent: it waits for an operator (DeadLetterReplayed)."""
 
     kind: ClassVar[str] = "write.dead_lettered"
     proposal_id: str
@@ -354,13 +354,34 @@ class AdminPolicyReloaded(AuditEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AdminDeadLetterReplayed(AuditEvent):
-    """An operator replayed a dead-lettered write: a fresh token, policy checked again."""
+class DeadLetterReplayed(AuditEvent):
+    """An operator replayed a dead-lettered write. `result`: `resent` (a fresh token, policy
+    checked again: `rechecked_with` names the revision when it changed), `found` (the look-up
+    found it written: `fhir_id`, `fhir_version`), or `refused_by_policy` (`tier`, `allow`)."""
 
-    kind: ClassVar[str] = "admin.dead_letter_replayed"
+    kind: ClassVar[str] = "deadletter.replayed"
     proposal_id: str
     operator: str
-    policy_revision: str = ""
+    result: str
+    policy_revision: str | None = None
+    rechecked_with: str | None = None
+    fhir_id: str | None = None
+    fhir_version: str | None = None
+    tier: str | None = None
+    allow: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetterDiscarded(AuditEvent):
+    """An operator discarded a dead-lettered write (`result` `discarded`, or `found` when the
+    look-up found it written after all)."""
+
+    kind: ClassVar[str] = "deadletter.discarded"
+    proposal_id: str
+    operator: str
+    result: str
+    fhir_id: str | None = None
+    fhir_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -409,7 +430,8 @@ EVENT_TYPES: dict[str, type[AuditEvent]] = {
         WriteReconciled,
         AdminKillSwitch,
         AdminPolicyReloaded,
-        AdminDeadLetterReplayed,
+        DeadLetterReplayed,
+        DeadLetterDiscarded,
         AuditKeyRotated,
         AuditRecovered,
     )

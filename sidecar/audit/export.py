@@ -214,7 +214,9 @@ def audit_event(
     if isinstance(reviewer, dict):
         agents.append(
             {
-                "type": {"coding": [{"system": PARTICIPATION, "code": "VRF", "display": "verifier"}]},
+                "type": {
+                    "coding": [{"system": PARTICIPATION, "code": "VRF", "display": "verifier"}]
+                },
                 "who": _reviewer_ref({k: str(v) for k, v in reviewer.items()}),
                 "requestor": True,
             }
@@ -223,7 +225,9 @@ def audit_event(
     if isinstance(operator, str) and operator:
         agents.append(
             {
-                "type": {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]},
+                "type": {
+                    "coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]
+                },
                 "who": _identifier_ref(USER_SYSTEM, operator),
                 "requestor": True,
             }
@@ -262,7 +266,9 @@ def audit_event(
         )
     if written:
         version = body.get("fhir_version") or ""
-        reference = f"{resource_type}/{body['fhir_id']}" + (f"/_history/{version}" if version else "")
+        reference = f"{resource_type}/{body['fhir_id']}" + (
+            f"/_history/{version}" if version else ""
+        )
         entities.append(
             {
                 "what": {"reference": reference},
@@ -324,7 +330,9 @@ def audit_event(
     return event
 
 
-def provenance(origin: str, seq: int, record: Any, proposal: _Proposal | None) -> dict[str, Any] | None:
+def provenance(
+    origin: str, seq: int, record: Any, proposal: _Proposal | None
+) -> dict[str, Any] | None:
     """The Provenance of a resource the EHR stored (None for any other record)."""
     body = record.body
     if record.kind != "write.outcome" or body.get("state") != "accepted" or not body.get("fhir_id"):
@@ -361,7 +369,9 @@ def provenance(origin: str, seq: int, record: Any, proposal: _Proposal | None) -
             ]
         },
         "agent": agents,
-        "entity": [{"role": "source", "what": {"reference": f"AuditEvent/{_fhir_id(origin, seq)}"}}],
+        "entity": [
+            {"role": "source", "what": {"reference": f"AuditEvent/{_fhir_id(origin, seq)}"}}
+        ],
     }
     revision = body.get("policy_revision")
     if isinstance(revision, str) and revision:
@@ -380,7 +390,9 @@ def export_fhir(logs: Sequence[tuple[Path, str]], out: IO[str]) -> ExportStats:
         for seq, record, digest in _records(path):
             pid = record.body.get("proposal_id")
             ctx = proposals.get(pid) if isinstance(pid, str) else None
-            out.write(json.dumps(audit_event(origin, seq, record, digest, ctx), separators=(",", ":")))
+            out.write(
+                json.dumps(audit_event(origin, seq, record, digest, ctx), separators=(",", ":"))
+            )
             out.write("\n")
             events += 1
             prov = provenance(origin, seq, record, ctx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,3 +111,11 @@ def _stream_rest(handle: BinaryIO, head: bytes, index: int, offset: int, limit: 
     return RawLine(
         index, offset, head[:limit], length, terminated, leaf.digest(), digest.hexdigest()
     )
+
+
+def default_origin(first_line: bytes | None = None) -> str:
+    """A log's origin (C2SP tlog-checkpoint) when none is configured: derived from its first
+    record for a log written before origins existed (so writer and verifier derive the same),
+    else random."""
+    tag = hashlib.sha256(first_line).hexdigest()[:16] if first_line else secrets.token_hex(8)
+    return f"chartgate.local/audit/{tag}"

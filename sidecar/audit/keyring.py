@@ -284,7 +284,9 @@ class Keyring:
             raise KeyringError(f"{source} holds more than {MAX_KEYS} keys")
         parsed = []
         for index, entry in enumerate(entries):
-            plain = legacy if legacy is not None else (isinstance(entry, dict) and "role" not in entry)
+            plain = (
+                legacy if legacy is not None else (isinstance(entry, dict) and "role" not in entry)
+            )
             parsed.append(parse_entry(entry, f"{source} key {index}", legacy=plain))
         return cls.of(parsed, source)
 

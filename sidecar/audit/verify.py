@@ -23,19 +23,22 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sidecar.audit.files import LogFiles, RawLine, read_lines
+from sidecar.audit.files import LogFiles, RawLine, default_origin, read_lines
 from sidecar.audit.keyring import AUDIT_ROLE, KeyEntry, Keyring, KeyringError, entry_from_public_key
-from sidecar.audit.merkle import CompactTree, leaf_hash
+from sidecar.audit.merkle import CompactTree
 from sidecar.audit.note import NoteError, SignedCheckpoint, parse_signed_checkpoint
 from sidecar.audit.records import (
     GENESIS_PREV,
+    MAX_LINE_BYTES,
     RecordFormatError,
     parse_line,
     signature_valid,
 )
 
 ROTATED_KIND = "audit.key_rotated"
-CHUNK_LINES = 1 << 14
+# Lines per parallel job (and per offset the hash pass keeps: memory n / 2048 integers). Small
+# enough that a few thousand new records (an incremental check) still split across processes.
+CHUNK_LINES = 1 << 11
 DEFAULT_FAULT_LIMIT = 100
 _PROGRESS_SECONDS = 2.0
 
@@ -56,6 +59,8 @@ class Fault:
     def where(self) -> str:
         if self.line is None:
             return self.log or "log"
+        if self.seq is None:
+            return f"line {self.line}"
         named = f"seq {self.seq}" if self.seq_known else f"expected seq {self.seq}"
         return f"line {self.line} ({named})"
 
@@ -115,7 +120,6 @@ class _Edge:
     prev: str | None
     digest: str
     bad: bool
-    line: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +152,6 @@ class _ChunkResult:
     fault_count: int = 0
     first: _Edge | None = None
     last: _Edge | None = None
-    last_good_digest: str | None = None
     runs: list[tuple[str, int, int]] = field(default_factory=list)
     rotations: list[tuple[int, str, str]] = field(default_factory=list)
     signers: dict[int, _SignerAt] = field(default_factory=dict)
@@ -180,6 +183,7 @@ class _Line:
     prev: str | None = None
     kid: str | None = None
     rotated_to: str | None = None
+    rotated_from: str | None = None
 
 
 def _check_chunk(job: _ChunkJob, progress: Callable[[int], None] | None = None) -> _ChunkResult:
@@ -191,7 +195,6 @@ def _check_chunk(job: _ChunkJob, progress: Callable[[int], None] | None = None) 
     expected: int | None = job.start_index if job.known_start else None
     prev_digest: str | None = GENESIS_PREV if job.known_start and job.start_index == 0 else None
     prev_ok = True
-    last_good: str | None = prev_digest
     missing: list[tuple[int, int, int]] = []  # (first seq, last seq, line) of each gap
     watch = set(job.watch)
     kid_seen: set[str] = set()
@@ -207,33 +210,32 @@ def _check_chunk(job: _ChunkJob, progress: Callable[[int], None] | None = None) 
                 break
             result.lines += 1
             index = raw.index
-            if progress is not None and result.lines % 4096 == 0:
+            if progress is not None and result.lines % 1024 == 0:
                 progress(result.lines)
             line = _check_one(raw, ring, job.origin, expected, fault)
             ok = line.status == "ok"
             if ok and expected is not None and line.seq is not None:
                 ok = _check_seq(line.seq, expected, line.digest, prev_digest, missing, index, fault)
-            if ok and prev_digest is not None:
-                linked = line.prev == prev_digest or (not prev_ok and line.prev == last_good)
-                if not linked:
-                    fault(
-                        "broken-link",
-                        "the first record's prev must be 64 zeros"
-                        if index == 0
-                        else f"prev {str(line.prev)[:16]}... is not the hash of line {index}: a "
-                        "record before this one was edited, deleted or reordered, or this one "
-                        "was inserted",
-                        index,
-                        line.seq,
-                    )
-                    ok = False
-            edge = _Edge(index, line.seq, line.prev, line.digest, not ok, raw.data)
+            # After a bad line the link cannot be judged: its prev names the bytes that line
+            # had before it was edited (unknown), or the last good line if it was inserted.
+            if ok and prev_digest is not None and prev_ok and line.prev != prev_digest:
+                fault(
+                    "broken-link",
+                    "the first record's prev must be 64 zeros"
+                    if index == 0
+                    else f"prev {str(line.prev)[:16]}... is not the hash of line {index}: a "
+                    "record before this one was edited, deleted or reordered, or this one "
+                    "was inserted",
+                    index,
+                    line.seq,
+                )
+                ok = False
+            edge = _Edge(index, line.seq, line.prev, line.digest, not ok)
             if result.first is None:
                 result.first = edge
             result.last = edge
             if ok:
                 result.verified += 1
-                last_good = line.digest
                 if line.kid is not None and line.kid not in kid_seen:
                     kid_seen.add(line.kid)
                     result.kids.append(line.kid)
@@ -244,7 +246,7 @@ def _check_chunk(job: _ChunkJob, progress: Callable[[int], None] | None = None) 
                 else:
                     runs.append((line.kid, index, index))
                 if line.rotated_to is not None:
-                    result.rotations.append((index, line.kid, line.rotated_to))
+                    result.rotations.append((index, line.rotated_from or line.kid, line.rotated_to))
             if index + 1 in watch:
                 result.signers[index + 1] = _SignerAt(line.kid if ok else None, line.rotated_to)
             if not raw.terminated:
@@ -258,7 +260,6 @@ def _check_chunk(job: _ChunkJob, progress: Callable[[int], None] | None = None) 
                 expected += 1
             prev_digest = line.digest
             prev_ok = ok
-    result.last_good_digest = last_good
     return result
 
 
@@ -324,7 +325,6 @@ def _check_one(
             False,
         )
         return _Line("junk", raw.digest or "")
-    digest = hashlib.sha256(raw.data).hexdigest()
     if not raw.terminated:
         fault(
             "torn",
@@ -334,13 +334,14 @@ def _check_one(
             expected,
             False,
         )
-        return _Line("junk", digest)
+        return _Line("junk", hashlib.sha256(raw.data).hexdigest())
     try:
         record = parse_line(raw.data)
     except RecordFormatError as exc:
         seq = exc.seq
         fault(exc.code, str(exc), index, seq if seq is not None else expected, seq is not None)
-        return _Line("junk", digest)
+        return _Line("junk", hashlib.sha256(raw.data).hexdigest())
+    digest = record.digest
     entry = ring.get(record.kid)
     if entry is None:
         known = ", ".join(sorted(ring.keys))[:300] or "none"
@@ -361,7 +362,9 @@ def _check_one(
         return _Line("bad", digest, record.seq, record.prev)
     status = "ok"
     if entry.role != AUDIT_ROLE:
-        fault("wrong-role", f"key {record.kid} has role {entry.role!r}, not audit", index, record.seq)
+        fault(
+            "wrong-role", f"key {record.kid} has role {entry.role!r}, not audit", index, record.seq
+        )
         status = "bad"
     if entry.origin is not None and entry.origin != origin:
         fault(
@@ -379,11 +382,12 @@ def _check_one(
             record.seq,
         )
         status = "bad"
-    rotated = None
+    rotated_to = rotated_from = None
     if record.kind == ROTATED_KIND:
-        to_kid = record.body.get("to_kid")
-        rotated = to_kid if isinstance(to_kid, str) else None
-    return _Line(status, digest, record.seq, record.prev, record.kid, rotated)
+        to_kid, from_kid = record.body.get("to_kid"), record.body.get("from_kid")
+        rotated_to = to_kid if isinstance(to_kid, str) else None
+        rotated_from = from_kid if isinstance(from_kid, str) else None
+    return _Line(status, digest, record.seq, record.prev, record.kid, rotated_to, rotated_from)
 
 
 # --- the whole log ------------------------------------------------------------------------------
@@ -398,25 +402,66 @@ class _TreeScan:
     first_line: bytes | None
 
 
-def _hash_pass(path: Path, watch: Iterable[int], progress: Callable[[int], None] | None) -> _TreeScan:
+def _hash_pass(
+    path: Path, watch: Iterable[int], progress: Callable[[int], None] | None
+) -> _TreeScan:
     """Every line's leaf hash into a compact tree: the root at every watched size and at the
-    end, and the offset of every CHUNK_LINES-th line (where parallel workers start)."""
+    end, and the offset of every CHUNK_LINES-th line (where parallel workers start).
+
+    Reads 1 MiB blocks and splits them (a line-at-a-time reader costs twice as much here); a
+    line longer than a record can be is hashed as it streams past instead of being kept, so
+    memory stays bounded whatever the file holds."""
     tree = CompactTree()
     wanted = set(watch)
     roots: dict[int, bytes] = {0: tree.root()} if 0 in wanted else {}
     offsets: list[int] = []
     first: bytes | None = None
-    with path.open("rb", buffering=1024 * 1024) as handle:
-        for raw in read_lines(handle):
-            if raw.index % CHUNK_LINES == 0:
-                offsets.append(raw.offset)
-                if progress is not None and raw.index:
-                    progress(raw.index)
-            if first is None:
-                first = raw.data
-            tree.append(raw.leaf if raw.leaf is not None else leaf_hash(raw.data))
-            if tree.size in wanted:
-                roots[tree.size] = tree.root()
+    sha256 = hashlib.sha256
+    index = offset = 0
+    carry = b""  # the start of a line the last block did not finish
+    long_line: Any = None  # the hash of an over-long line streaming past, from its 0x00 prefix
+    long_length = 0
+
+    def add(leaf: bytes, length: int) -> None:
+        nonlocal index, offset
+        if index % CHUNK_LINES == 0:
+            offsets.append(offset)
+            if progress is not None and index:
+                progress(index)
+        tree.append(leaf)
+        index += 1
+        offset += length + 1
+        if tree.size in wanted:
+            roots[tree.size] = tree.root()
+
+    with path.open("rb", buffering=0) as handle:
+        while block := handle.read(1 << 20):
+            if long_line is not None:
+                cut = block.find(b"\n")
+                if cut < 0:
+                    long_line.update(block)
+                    long_length += len(block)
+                    continue
+                long_line.update(block[:cut])
+                add(long_line.digest(), long_length + cut)
+                long_line = None
+                block = block[cut + 1 :]
+            lines = (carry + block).split(b"\n") if carry else block.split(b"\n")
+            carry = lines.pop()
+            for line in lines:
+                if first is None:
+                    first = line
+                add(sha256(b"\x00" + line).digest(), len(line))
+            if len(carry) > MAX_LINE_BYTES:
+                long_line = sha256(b"\x00" + carry)
+                long_length = len(carry)
+                carry = b""
+    if long_line is not None:
+        add(long_line.digest(), long_length)
+    elif carry:
+        if first is None:
+            first = carry
+        add(sha256(b"\x00" + carry).digest(), len(carry))
     return _TreeScan(tree.size, tree.root(), roots, offsets, first)
 
 
@@ -435,8 +480,6 @@ def log_origin(path: Path, keyring: Keyring) -> tuple[str, SignedCheckpoint | No
     """The log's origin: from its published checkpoint, else from the keyring entry of the key
     that signed its first record, else derived from that record (as the writer derives it).
     Returns (origin, published checkpoint, problem with the checkpoint file)."""
-    from sidecar.audit.log import default_origin
-
     files = LogFiles(path)
     published: SignedCheckpoint | None = None
     problem: str | None = None
@@ -550,10 +593,12 @@ def verify_log(
     elif scan.lines:
         notes.append("no published checkpoint beside the log")
 
-    all_faults = sorted(
-        [*line_faults, *faults], key=lambda f: (f.line is not None, f.line or 0)
-    )[: opts.limit]
-    first = next((f for f in all_faults if f.line is not None), all_faults[0] if all_faults else None)
+    all_faults = sorted([*line_faults, *faults], key=lambda f: (f.line is None, f.line or 0))[
+        : opts.limit
+    ]
+    first = next(
+        (f for f in all_faults if f.line is not None), all_faults[0] if all_faults else None
+    )
     head_ok = result.last is not None and not result.last.bad and fault_count == 0
     trusted = tuple(keyring.keys[k] for k in result.kids if k in keyring.keys)
     return VerifyResult(
@@ -684,7 +729,9 @@ def _verify_lines(
 def _offset_of(path: Path, scan: _TreeScan, index: int) -> int:
     block = index // CHUNK_LINES
     with path.open("rb", buffering=1024 * 1024) as handle:
-        for raw in read_lines(handle, start_index=block * CHUNK_LINES, start_offset=scan.offsets[block]):
+        for raw in read_lines(
+            handle, start_index=block * CHUNK_LINES, start_offset=scan.offsets[block]
+        ):
             if raw.index == index:
                 return raw.offset
     raise ValueError(f"line {index + 1} not found")
@@ -701,8 +748,8 @@ def _prefix_edge(path: Path, scan: _TreeScan, verify_from: int) -> _ChunkResult:
     except RecordFormatError:
         seq = None
     digest = hashlib.sha256(raw.data).hexdigest()
-    edge = _Edge(raw.index, seq, None, digest, False, raw.data)
-    return _ChunkResult(start_index=raw.index, lines=1, first=edge, last=edge, last_good_digest=digest)
+    edge = _Edge(raw.index, seq, None, digest, False)
+    return _ChunkResult(start_index=raw.index, lines=1, first=edge, last=edge)
 
 
 def _join(before: _ChunkResult, after: _ChunkResult, merged: _Merged, limit: int) -> None:
@@ -728,7 +775,7 @@ def _join(before: _ChunkResult, after: _ChunkResult, merged: _Merged, limit: int
             fault("duplicate", f"a copy of line {index} (seq {first.seq})")
         else:
             fault("seq-back", f"seq {first.seq} after seq {last.seq}: inserted or repeated")
-    elif first.prev != last.digest and not (last.bad and first.prev == before.last_good_digest):
+    elif not last.bad and first.prev != last.digest:
         fault("broken-link", f"prev is not the hash of line {index}")
 
 
@@ -843,8 +890,11 @@ def _compare_held(
         return
     signer = checkpoint_signer(signed, keyring)
     if signer is not None and not _signer_ok(signed, signer, signers.get(size)):
-        fault("checkpoint-signer", f"the held checkpoint of size {size} is signed by {signer.kid}, "
-              "not by the key that signed its last record")
+        fault(
+            "checkpoint-signer",
+            f"the held checkpoint of size {size} is signed by {signer.kid}, "
+            "not by the key that signed its last record",
+        )
         return
     notes.append(
         f"held checkpoint: size {size}, consistent: the log extends it by {scan.lines - size} "

@@ -13,6 +13,8 @@ import rfc8785
 
 from chartgate import keys
 from chartgate.canonical import sha256_hex
+from sidecar.audit.files import LogFiles
+from sidecar.audit.keyring import Keyring
 from sidecar.audit.log import AuditLog, AuditLogCorrupt, AuditLogUnavailable
 from sidecar.audit.records import GENESIS_PREV, b64url_decode, parse_line
 from sidecar.audit.verify import verify_log
@@ -81,18 +83,29 @@ def test_reopen_continues_seq_and_chain(
     assert result.records == 4
 
 
-def test_reopen_with_a_rotated_key_continues_the_chain(
+def test_reopen_with_a_rotated_key_records_the_switch_and_continues_the_chain(
     tmp_path: Path, signing_key: keys.SigningKey, other_key: keys.SigningKey
 ) -> None:
     path = tmp_path / "audit.jsonl"
     write_log(path, signing_key, 2)
     with AuditLog(path, other_key) as log:
-        assert log.append("proposal.received", sample_body(7)).seq == 2
-    both = tmp_path / "both.jwks.json"
-    keys.write_jwks(both, [signing_key, other_key])
-    result = verify_log(path, keys.load_public_keys(both))
+        assert log.append("proposal.received", sample_body(7)).seq == 3
+    rotation = json.loads(path.read_bytes().splitlines()[2])
+    assert rotation["kind"] == "audit.key_rotated"
+    assert rotation["kid"] == other_key.kid
+    assert rotation["body"]["from_kid"] == signing_key.kid
+    assert rotation["body"]["to_kid"] == other_key.kid
+    # The log's keyring retired the old key at the switch and holds both.
+    ring = Keyring.load(LogFiles(path).keyring)
+    assert ring.keys[signing_key.kid].retired_at == rotation["ts"]
+    assert ring.keys[other_key.kid].not_before is not None
+    result = verify_log(path, ring)
     assert result.ok, result.problem
     assert result.kids == (signing_key.kid, other_key.kid)
+    # A plain JWKS of both keys (no windows) verifies it too.
+    both = tmp_path / "both.jwks.json"
+    keys.write_jwks(both, [signing_key, other_key])
+    assert verify_log(path, keys.load_public_keys(both)).ok
 
 
 def test_new_log_file_is_private_and_its_directory_is_created(
@@ -153,38 +166,104 @@ def test_append_refuses_bad_kinds(tmp_path: Path, signing_key: keys.SigningKey, 
         log.append(kind, {"proposal_id": "p"})
 
 
-def test_torn_last_line_refuses_to_open_and_truncation_recovers(
+def test_torn_last_line_is_cut_kept_and_recorded(
     tmp_path: Path, signing_key: keys.SigningKey, jwks_path: Path
 ) -> None:
     path = tmp_path / "audit.jsonl"
     lines = write_log(path, signing_key, 3)
     good_size = path.stat().st_size
+    torn = lines[1][:40]
     with path.open("ab") as handle:
-        handle.write(lines[1][:40])  # a record cut off mid-write, no newline
-    with pytest.raises(AuditLogCorrupt, match=f"truncate -s {good_size} "):
-        AuditLog(path, signing_key)
-    # The documented recovery: truncate to the end of the last complete line.
-    with path.open("r+b") as handle:
-        handle.truncate(good_size)
+        handle.write(torn)  # a record cut off mid-write, no newline
     with AuditLog(path, signing_key) as log:
-        assert log.append("write.outcome", sample_body(3)).seq == 3
+        assert log.append("write.outcome", sample_body(3)).seq == 4
+    after = path.read_bytes().splitlines()
+    assert after[:3] == lines
+    recovered = json.loads(after[3])
+    assert recovered["kind"] == "audit.recovered"
+    assert recovered["seq"] == 3
+    assert recovered["body"]["truncated_at"] == good_size
+    assert recovered["body"]["bytes"] == len(torn)
+    assert recovered["body"]["sha256"] == sha256_hex(torn)
+    # The cut bytes are kept beside the log: they are evidence.
+    assert LogFiles(path).torn_copy(good_size).read_bytes() == torn
     assert verify_log(path, keys.load_public_keys(jwks_path)).ok
 
 
-def test_torn_single_line_file_refuses_to_open(
+def test_torn_single_line_file_is_cut(tmp_path: Path, signing_key: keys.SigningKey) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(b'{"body":{"proposal_id":"p"')
+    with AuditLog(path, signing_key) as log:
+        assert log.append("proposal.received", sample_body(0)).seq == 1
+    assert json.loads(path.read_bytes().splitlines()[0])["kind"] == "audit.recovered"
+
+
+def test_power_loss_zeros_after_the_last_record_are_cut(
+    tmp_path: Path, signing_key: keys.SigningKey, jwks_path: Path
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_log(path, signing_key, 3)
+    with path.open("ab") as handle:
+        handle.write(b"\x00" * 700 + b"\n" + b"\x00" * 300)
+    with AuditLog(path, signing_key) as log:
+        record = log.append("proposal.received", sample_body(9))
+    assert record.seq == 4
+    assert verify_log(path, keys.load_public_keys(jwks_path)).ok
+
+
+def test_malformed_last_line_is_damage_not_a_torn_write(
     tmp_path: Path, signing_key: keys.SigningKey
 ) -> None:
     path = tmp_path / "audit.jsonl"
-    path.write_bytes(b'{"body":{"proposal_id":"p"')
-    with pytest.raises(AuditLogCorrupt, match="truncate -s 0 "):
+    write_log(path, signing_key, 1)
+    older = LogFiles(path).checkpoint.read_bytes()
+    lines = write_log(path, signing_key, 1)
+    # The last line after the last checkpoint (as after a crash before publishing one).
+    LogFiles(path).checkpoint.write_bytes(older)
+    path.write_bytes(lines[0] + b"\n" + b"not json\n")
+    with pytest.raises(AuditLogCorrupt, match="damage or tampering"):
         AuditLog(path, signing_key)
 
 
-def test_malformed_last_line_refuses_to_open(tmp_path: Path, signing_key: keys.SigningKey) -> None:
+def test_a_tail_with_a_bad_signature_is_not_chained_onto(
+    tmp_path: Path, signing_key: keys.SigningKey
+) -> None:
+    # The writer verifies the record it will chain onto (signature and link), not only that
+    # it parses: a well-formed record with a bad signature stops it.
     path = tmp_path / "audit.jsonl"
-    lines = write_log(path, signing_key, 2)
-    path.write_bytes(lines[0] + b"\n" + b"not json\n")
-    with pytest.raises(AuditLogCorrupt, match="not a valid audit record"):
+    write_log(path, signing_key, 2)
+    older = LogFiles(path).checkpoint.read_bytes()
+    lines = write_log(path, signing_key, 1)
+    LogFiles(path).checkpoint.write_bytes(older)  # the third record came after it
+    value = json.loads(lines[2])
+    value["body"]["proposal_id"] = "forged"
+    lines[2] = rfc8785.dumps(value)
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    with pytest.raises(AuditLogCorrupt, match="bad signature"):
+        AuditLog(path, signing_key)
+
+
+def test_a_cut_tail_below_the_published_checkpoint_never_reuses_a_seq(
+    tmp_path: Path, signing_key: keys.SigningKey
+) -> None:
+    # Whole records cut off the end (no torn bytes): the log alone looks fine, but its own
+    # published checkpoint covers more. Reusing those seqs would sign other content under them.
+    path = tmp_path / "audit.jsonl"
+    lines = write_log(path, signing_key, 5)
+    path.write_bytes(b"".join(line + b"\n" for line in lines[:3]))
+    with pytest.raises(AuditLogCorrupt, match="will not reuse their sequence numbers"):
+        AuditLog(path, signing_key)
+    assert len(path.read_bytes().splitlines()) == 3  # nothing appended
+
+
+def test_a_log_edited_under_its_checkpoint_is_refused(
+    tmp_path: Path, signing_key: keys.SigningKey
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = write_log(path, signing_key, 4)
+    other = write_log(tmp_path / "other.jsonl", signing_key, 4)
+    path.write_bytes(b"".join(line + b"\n" for line in [lines[0], other[1], *lines[2:]]))
+    with pytest.raises(AuditLogCorrupt, match="not the log its published checkpoint describes"):
         AuditLog(path, signing_key)
 
 
@@ -268,10 +347,11 @@ def test_non_durable_appends_share_the_next_fsync(
     with AuditLog(path, signing_key) as log:
         first = log.append("proposal.received", sample_body(0), durable=False)
         assert log.fsync_count == 0
-        # Written (visible to readers of the file) before it is durable.
-        assert path.read_bytes() == first.line + b"\n"
-        log.append("policy.decision", sample_body(1))
+        # Signed and queued: it reaches the file with the next flush, in one write.
+        assert path.read_bytes() == b""
+        second = log.append("policy.decision", sample_body(1))
         assert log.fsync_count == 1  # one fsync covered both records
+        assert path.read_bytes() == first.line + b"\n" + second.line + b"\n"
         log.append("token.minted", sample_body(2), durable=False)
         log.sync()
         assert log.fsync_count == 2

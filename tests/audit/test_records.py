@@ -90,17 +90,18 @@ def test_quick_walk_agrees_with_the_full_walk() -> None:
         float("nan"),
         float("inf"),
         {"\ud800": 1},
+        [[[[[[[[[[[[[[[["deep"]]]]]]]]]]]]]]]],
     ]
     for _ in range(3000):
         value = random_value(rng)
         if rng.random() < 0.2:
             value = [value, rng.choice(odd)] if rng.random() < 0.5 else {"k": rng.choice(odd)}
         try:
-            _check_value(value, "body")
+            _check_value(value, "body", 1)
             accepted = True
         except ValueError:
             accepted = False
-        if _quickly_valid(value):
+        if _quickly_valid(value, 1):
             assert accepted, value
             quick += 1
     # The quick walk takes the usual values (else every record pays for the full walk).

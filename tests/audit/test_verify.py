@@ -10,6 +10,7 @@ import pytest
 
 from chartgate import keys
 from chartgate.canonical import sha256_hex
+from sidecar.audit.files import LogFiles
 from sidecar.audit.log import AuditLog
 from sidecar.audit.records import encode_head, seal, utc_timestamp
 from sidecar.audit.verify import VerifyResult, verify_command, verify_log
@@ -22,6 +23,9 @@ COUNT = 6
 def log_path(tmp_path: Path, signing_key: keys.SigningKey) -> Path:
     path = tmp_path / "audit.jsonl"
     write_log(path, signing_key, COUNT)
+    # These tests are about the records; the log's own checkpoint (which would add a fault of
+    # the whole log for each change) is tested in test_tamper.py.
+    LogFiles(path).checkpoint.unlink()
     return path
 
 
@@ -32,26 +36,28 @@ def check_fails(
     *,
     line: int,
     seq: int,
-    says: str,
+    kind: str,
+    faults: int = 1,
 ) -> VerifyResult:
-    """Assert both entry points reject the log at `line` (seq `seq`) with a message containing
-    `says`, and return the verify_log result for further checks."""
+    """Assert both entry points reject the log, naming `kind` first at `line` (seq `seq`), with
+    `faults` faults in all (the verifier reads on past a fault), and return the result."""
     result = verify_log(log_path, keys.load_public_keys(jwks_path))
     assert not result.ok
     assert result.first_bad_line == line, result.problem
     assert result.first_bad_seq == seq, result.problem
+    assert result.faults[0].kind == kind, result.faults
+    assert result.fault_count == faults, result.faults
     assert result.problem is not None
-    assert says in result.problem, result.problem
     assert result.problem.startswith(f"line {line} (")
-    assert result.records == line - 1
+    # Everything after the fault was still read and checked.
+    assert result.lines == len(log_path.read_bytes().splitlines())
 
     capsys.readouterr()
-    assert verify_command(log_path, jwks_path) == 1
+    assert verify_command(log_path, jwks_path, quiet_progress=True) == 1
     out = capsys.readouterr().out
     assert out.startswith(f"FAILED at line {line} (")
-    assert f"seq {seq})" in out
-    assert says in out
-    assert out.count("\n") == 1
+    assert f"seq {seq}) [{kind}]" in out.splitlines()[0]
+    assert f"FAILED: {faults} fault(s) in {result.lines} line(s)" in out
     return result
 
 
@@ -99,7 +105,7 @@ def test_byte_changed_in_body(
     changed = digest[:10] + ("0" if digest[10] != "0" else "1") + digest[11:]
     lines[2] = lines[2].replace(digest.encode(), changed.encode())
     write_lines(log_path, lines)
-    check_fails(log_path, jwks_path, capsys, line=3, seq=2, says="bad signature")
+    check_fails(log_path, jwks_path, capsys, line=3, seq=2, kind="bad-signature")
 
 
 def test_byte_changed_in_sig(
@@ -110,7 +116,7 @@ def test_byte_changed_in_sig(
     changed = ("B" if sig[20] != "B" else "C").join([sig[:20], sig[21:]])
     lines[3] = lines[3].replace(sig.encode(), changed.encode())
     write_lines(log_path, lines)
-    check_fails(log_path, jwks_path, capsys, line=4, seq=3, says="bad signature")
+    check_fails(log_path, jwks_path, capsys, line=4, seq=3, kind="bad-signature")
 
 
 def test_sig_with_altered_unused_low_bits_is_caught(
@@ -126,7 +132,7 @@ def test_sig_with_altered_unused_low_bits_is_caught(
     changed = sig[:-1] + alphabet[last ^ 0b0001]
     lines[1] = lines[1].replace(sig.encode(), changed.encode())
     write_lines(log_path, lines)
-    check_fails(log_path, jwks_path, capsys, line=2, seq=1, says="sig is malformed")
+    check_fails(log_path, jwks_path, capsys, line=2, seq=1, kind="bad-field")
 
 
 def test_every_single_byte_change_names_the_edited_record(log_path: Path, jwks_path: Path) -> None:
@@ -150,7 +156,7 @@ def test_record_deleted(
     del lines[2]
     write_lines(log_path, lines)
     # Names the record after the gap: it now sits at line 3 and carries seq 3.
-    check_fails(log_path, jwks_path, capsys, line=3, seq=3, says="seq gap: expected seq 2")
+    check_fails(log_path, jwks_path, capsys, line=3, seq=3, kind="seq-gap")
 
 
 def test_first_record_deleted(
@@ -158,7 +164,7 @@ def test_first_record_deleted(
 ) -> None:
     lines = log_path.read_bytes().splitlines()
     write_lines(log_path, lines[1:])
-    check_fails(log_path, jwks_path, capsys, line=1, seq=1, says="at the start of the log")
+    check_fails(log_path, jwks_path, capsys, line=1, seq=1, kind="seq-gap")
 
 
 def test_records_swapped(
@@ -167,7 +173,7 @@ def test_records_swapped(
     lines = log_path.read_bytes().splitlines()
     lines[2], lines[3] = lines[3], lines[2]
     write_lines(log_path, lines)
-    check_fails(log_path, jwks_path, capsys, line=3, seq=3, says="out of order")
+    check_fails(log_path, jwks_path, capsys, line=3, seq=3, kind="seq-gap", faults=2)
 
 
 def test_record_inserted_from_another_log(
@@ -182,7 +188,7 @@ def test_record_inserted_from_another_log(
     stranger = write_log(tmp_path / "other.jsonl", signing_key, 3)[2]
     lines = log_path.read_bytes().splitlines()
     write_lines(log_path, [*lines[:2], stranger, *lines[3:]])
-    check_fails(log_path, jwks_path, capsys, line=3, seq=2, says="broken chain link")
+    check_fails(log_path, jwks_path, capsys, line=3, seq=2, kind="broken-link")
 
 
 def test_record_inserted_with_extra_seq(
@@ -196,7 +202,7 @@ def test_record_inserted_with_extra_seq(
     stranger = write_log(tmp_path / "other.jsonl", signing_key, 2)[1]
     lines = log_path.read_bytes().splitlines()
     write_lines(log_path, [*lines[:4], stranger, *lines[4:]])
-    check_fails(log_path, jwks_path, capsys, line=5, seq=1, says="seq goes back")
+    check_fails(log_path, jwks_path, capsys, line=5, seq=1, kind="seq-back")
 
 
 def test_record_forged_in_chain_with_the_key_breaks_the_next_link(
@@ -221,7 +227,7 @@ def test_record_forged_in_chain_with_the_key_breaks_the_next_link(
         key=signing_key.private_key,
     )
     write_lines(log_path, [*lines[:2], forged.line, *lines[2:]])
-    check_fails(log_path, jwks_path, capsys, line=4, seq=2, says="seq goes back")
+    check_fails(log_path, jwks_path, capsys, line=4, seq=2, kind="seq-back")
 
 
 def test_record_signed_by_unknown_key(
@@ -231,13 +237,16 @@ def test_record_signed_by_unknown_key(
     other_key: keys.SigningKey,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # The log continues under a key the auditor was not given.
+    # The log continues under a key the auditor was not given: the writer's record of the
+    # switch (audit.key_rotated) and the record after it are both signed by it.
     with AuditLog(log_path, other_key) as log:
         log.append("policy.decision", sample_body(COUNT))
+    LogFiles(log_path).checkpoint.unlink()
     result = check_fails(
-        log_path, jwks_path, capsys, line=COUNT + 1, seq=COUNT, says="unknown key id"
+        log_path, jwks_path, capsys, line=COUNT + 1, seq=COUNT, kind="unknown-key", faults=2
     )
     assert other_key.kid in (result.problem or "")
+    assert [f.kind for f in result.faults] == ["unknown-key", "unknown-key"]
 
 
 def test_torn_last_line(
@@ -247,9 +256,7 @@ def test_torn_last_line(
     with log_path.open("ab") as handle:
         handle.write(lines[0][:50])
     # The torn record cannot be read, so it is named by the seq the chain expected there.
-    result = check_fails(
-        log_path, jwks_path, capsys, line=COUNT + 1, seq=COUNT, says="torn last line"
-    )
+    result = check_fails(log_path, jwks_path, capsys, line=COUNT + 1, seq=COUNT, kind="torn")
     assert "expected seq" in (result.problem or "")
 
 
@@ -257,7 +264,7 @@ def test_not_canonical(log_path: Path, jwks_path: Path, capsys: pytest.CaptureFi
     lines = log_path.read_bytes().splitlines()
     lines[4] = json.dumps(json.loads(lines[4])).encode()  # same values, spaces after separators
     write_lines(log_path, lines)
-    check_fails(log_path, jwks_path, capsys, line=5, seq=4, says="not canonical")
+    check_fails(log_path, jwks_path, capsys, line=5, seq=4, kind="not-canonical")
 
 
 def test_unparseable_line(
@@ -266,7 +273,7 @@ def test_unparseable_line(
     lines = log_path.read_bytes().splitlines()
     lines[1] = b"{garbage"
     write_lines(log_path, lines)
-    check_fails(log_path, jwks_path, capsys, line=2, seq=1, says="unparseable line")
+    check_fails(log_path, jwks_path, capsys, line=2, seq=1, kind="unparseable")
 
 
 def test_cut_tail_is_not_detectable_without_a_kept_head(log_path: Path, jwks_path: Path) -> None:
@@ -309,3 +316,37 @@ def test_cli_single_jwk_file_and_missing_log(
 
     assert verify_command(tmp_path / "nope.jsonl", single) == 2
     assert "cannot read audit log" in capsys.readouterr().err
+
+
+def test_parallel_verification_finds_what_sequential_does(
+    tmp_path: Path, signing_key: keys.SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sidecar.audit import verify as verify_module
+    from sidecar.audit.keyring import Keyring
+    from sidecar.audit.verify import CHUNK_LINES, VerifyOptions
+
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, signing_key) as log:
+        for n in range(2 * CHUNK_LINES + 500):
+            log.append("policy.decision", sample_body(n), durable=False)
+    ring = Keyring.load(LogFiles(path).keyring)
+    lines = path.read_bytes().splitlines()
+    lines[100] = lines[100].replace(b"prop-", b"prox-")  # an edit
+    del lines[CHUNK_LINES]  # a deletion right at a chunk boundary
+    lines.insert(CHUNK_LINES + 300, lines[CHUNK_LINES + 299])  # a duplicate
+    write_lines(path, lines)
+    LogFiles(path).checkpoint.unlink()
+    messages: list[str] = []
+    monkeypatch.setattr(verify_module, "_PROGRESS_SECONDS", 0.0)
+    sequential = verify_log(path, ring, VerifyOptions(jobs=1, progress=messages.append))
+    parallel = verify_log(path, ring, VerifyOptions(jobs=2))
+    expected = [
+        (101, "bad-signature"),
+        (CHUNK_LINES + 1, "seq-gap"),
+        (CHUNK_LINES + 301, "duplicate"),
+    ]
+    assert [(f.line, f.kind) for f in sequential.faults] == expected
+    assert [(f.line, f.kind) for f in parallel.faults] == expected
+    assert parallel.records == sequential.records == len(lines) - 3
+    assert parallel.root == sequential.root
+    assert any("verified" in m for m in messages)  # progress on a long log
