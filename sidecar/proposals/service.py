@@ -21,6 +21,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol, TypeVar
 
 from sidecar.adapter_client import AdapterOutcome, LookupOutcome, ReadOutcome
+from sidecar.audit.events import (
+    AuditEvent,
+    DeadLetterDiscarded,
+    DeadLetterReplayed,
+    PolicyDecision,
+    ProposalExpired,
+    ProposalInvalid,
+    ProposalKeyConflict,
+    ProposalReceived,
+    ProposalReplayed,
+    Reason,
+    TokenMinted,
+    WriteDeadLettered,
+    WriteOutcome,
+)
 from sidecar.config import SidecarConfig
 from sidecar.consent import ConsentDirectory
 from sidecar.errors import (
@@ -172,13 +187,14 @@ class ProposalService:
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), tz=UTC)
 
-    def audit(self, kind: str, body: Mapping[str, Any], *, durable: bool = True) -> None:
-        """Append an audit record; a log that cannot take it stops the proposal here, retryable:
-        nothing after this step happens unaudited (docs/errors.md, `audit.unavailable`)."""
+    def audit(self, event: AuditEvent, *, durable: bool = True) -> Any:
+        """Append an audit record (a typed event, sidecar/audit/events.py) and return what the log
+        returns; a log that cannot take it stops the proposal here, retryable: nothing after this
+        step happens unaudited (docs/errors.md, `audit.unavailable`)."""
         try:
-            self._audit.append(kind, body, durable=durable)
+            return self._audit.append(event.kind, event.body(), durable=durable)
         except (ValueError, OSError, RuntimeError) as exc:
-            log.error("audit log refused a %s record: %s", kind, type(exc).__name__)
+            log.error("audit log refused a %s record: %s", event.kind, type(exc).__name__)
             raise AuditUnavailable(
                 "the audit log could not record this step, so the proposal stopped before it; "
                 "retry with the same idempotency key"
@@ -270,17 +286,14 @@ class ProposalService:
         fields = {v.field for v in exc.violations}
         with contextlib.suppress(AuditUnavailable):
             self.audit(
-                "proposal.invalid",
-                {
-                    "agent": self._config.agent_id,
-                    "tenant": self._config.tenant_id,
-                    "idempotency_key": ""
-                    if "idempotency_key" in fields
-                    else command.idempotency_key,
-                    "trace_id": "" if "trace_id" in fields else command.context.trace_id,
-                    "fields": sorted(fields)[:50],
-                    "reasons": sorted({v.reason for v in exc.violations})[:50],
-                },
+                ProposalInvalid(
+                    agent=self._config.agent_id,
+                    tenant=self._config.tenant_id,
+                    idempotency_key="" if "idempotency_key" in fields else command.idempotency_key,
+                    trace_id="" if "trace_id" in fields else command.context.trace_id,
+                    fields=sorted(fields)[:50],
+                    reasons=sorted({v.reason for v in exc.violations})[:50],
+                ),
                 durable=False,
             )
 
@@ -322,14 +335,14 @@ class ProposalService:
             and existing.patient_id == ctx.patient_id
             and existing.encounter_id == ctx.encounter_id
         )
+        replay_event = ProposalReplayed if same else ProposalKeyConflict
         self.audit(
-            "proposal.replayed" if same else "proposal.key_conflict",
-            {
-                "proposal_id": existing.proposal_id,
-                "idempotency_key": existing.idempotency_key,
-                "payload_sha256": write.payload.sha256,
-                "trace_id": ctx.trace_id,
-            },
+            replay_event(
+                proposal_id=existing.proposal_id,
+                idempotency_key=existing.idempotency_key,
+                payload_sha256=write.payload.sha256,
+                trace_id=ctx.trace_id,
+            )
         )
         if not same:
             raise IdempotencyConflict(
@@ -403,30 +416,28 @@ class ProposalService:
         """From `validated`: audit the proposal, evaluate policy, then hold, block or submit."""
         ctx = record.context
         self.audit(
-            "proposal.received",
-            {
-                "proposal_id": record.proposal_id,
-                "agent": record.agent_id,
-                "tenant": record.tenant_id,
-                "idempotency_key": record.idempotency_key,
-                "tool": record.tool,
-                "resource_type": record.resource_type,
-                "target": record.target,
-                "fields": list(record.fields),
-                "patient": ctx.patient_id,
-                "encounter": ctx.encounter_id,
-                "purpose_of_use": ctx.purpose_of_use,
-                "on_behalf_of": ctx.on_behalf_of,
-                "model_version": ctx.model_version,
-                "prompt_version": ctx.prompt_version,
-                "confidence": ctx.confidence,
-                "mode": ctx.mode,
-                "evidence_refs": list(ctx.evidence_refs),
-                "trace_id": ctx.trace_id,
-                "payload_sha256": record.payload_sha256,
-                "supersedes": record.supersedes,
-            },
-            # Made durable by the policy.decision append that always follows (group commit).
+            ProposalReceived(
+                proposal_id=record.proposal_id,
+                agent=record.agent_id,
+                tenant=record.tenant_id,
+                idempotency_key=record.idempotency_key,
+                tool=record.tool,
+                resource_type=record.resource_type,
+                target=record.target,
+                fields=list(record.fields),
+                patient=ctx.patient_id,
+                encounter=ctx.encounter_id,
+                purpose_of_use=ctx.purpose_of_use,
+                on_behalf_of=ctx.on_behalf_of,
+                model_version=ctx.model_version,
+                prompt_version=ctx.prompt_version,
+                confidence=ctx.confidence,
+                mode=ctx.mode,
+                evidence_refs=list(ctx.evidence_refs),
+                trace_id=ctx.trace_id,
+                payload_sha256=record.payload_sha256,
+                supersedes=record.supersedes,
+            ),
             durable=False,
         )
         decision = self._evaluate(record)
@@ -466,19 +477,18 @@ class ProposalService:
         # The decision record is made durable before the store moves: a proposal never leaves
         # `validated` without its decision in the audit log, so nothing is written undecided.
         self.audit(
-            "policy.decision",
-            {
-                "proposal_id": record.proposal_id,
-                "allow": decision.allow,
-                "tier": decision.tier.value,
-                "reasons": [{"code": r.code, "rule": r.rule} for r in decision.reasons],
-                "policy_revision": decision.revision,
-                "engine": decision.engine,
-                "state": target.value,
-                "approvals_required": held.get("approvals_required", 0),
-                "approver_roles": list(held.get("approver_roles", ())),
-                "expires_at": held.get("expires_at", ""),
-            },
+            PolicyDecision(
+                proposal_id=record.proposal_id,
+                allow=decision.allow,
+                tier=decision.tier.value,
+                reasons=[Reason(r.code, r.rule) for r in decision.reasons],
+                policy_revision=decision.revision,
+                engine=decision.engine,
+                state=target.value,
+                approvals_required=held.get("approvals_required", 0),
+                approver_roles=list(held.get("approver_roles", ())),
+                expires_at=held.get("expires_at", ""),
+            )
         )
         return guard_storage(
             lambda: self._store.transition(
@@ -583,18 +593,17 @@ class ProposalService:
             jti=minted.jti,
         )
         self.audit(
-            "token.minted",
-            {
-                "proposal_id": record.proposal_id,
-                "jti": minted.jti,
-                "audience": self._config.adapter_audience,
-                "scope": scope,
-                "expires_at": minted.expires_at,
-                "payload_sha256": record.payload_sha256,
-                "approvals": list(token.approvals),
-                "attempt": intent.attempts,
-                "policy_revision": record.policy_revision,
-            },
+            TokenMinted(
+                proposal_id=record.proposal_id,
+                jti=minted.jti,
+                audience=self._config.adapter_audience,
+                scope=scope,
+                expires_at=rfc3339(datetime.fromtimestamp(minted.expires_at, tz=UTC)),
+                payload_sha256=record.payload_sha256,
+                approvals=list(token.approvals),
+                attempt=intent.attempts,
+                policy_revision=record.policy_revision,
+            )
         )
         record = guard_storage(
             lambda: self._store.transition(
@@ -658,20 +667,19 @@ class ProposalService:
             current = guard_storage(lambda: self._store.get(record.proposal_id))
             return current if current is not None else record
         self.audit(
-            "write.outcome",
-            {
-                "proposal_id": record.proposal_id,
-                "state": target.value,
-                "attempt": delivery.attempts,
-                "failure_class": outcome.failure,
-                "fhir_id": outcome.fhir_id,
-                "fhir_version": outcome.fhir_version,
-                "already_existed": outcome.already_existed,
-                "http_status": outcome.http_status,
-                "reason": outcome.reason,
-                "retry_after": round(outcome.retry_after, 3),
-                "policy_revision": record.policy_revision,
-            },
+            WriteOutcome(
+                proposal_id=record.proposal_id,
+                state=target.value,
+                attempt=delivery.attempts,
+                failure_class=outcome.failure,
+                fhir_id=outcome.fhir_id,
+                fhir_version=outcome.fhir_version,
+                already_existed=outcome.already_existed,
+                http_status=outcome.http_status,
+                reason=outcome.reason,
+                retry_after=round(outcome.retry_after, 3),
+                policy_revision=record.policy_revision,
+            )
         )
         if target is State.FAILED_RETRYABLE and delivery.exhausted(self._retry, now):
             return self._dead_letter(updated, State.FAILED_RETRYABLE)
@@ -705,12 +713,11 @@ class ProposalService:
             )
         )
         self.audit(
-            "write.dead_lettered",
-            {
-                "proposal_id": record.proposal_id,
-                "attempts": Delivery.of(record.delivery).attempts,
-                "state": expected.value,
-            },
+            WriteDeadLettered(
+                proposal_id=record.proposal_id,
+                attempts=Delivery.of(record.delivery).attempts,
+                state=expected.value,
+            )
         )
         return updated
 
@@ -758,20 +765,19 @@ class ProposalService:
                 )
             )
             self.audit(
-                "write.outcome",
-                {
-                    "proposal_id": record.proposal_id,
-                    "state": State.ACCEPTED.value,
-                    "attempt": delivery.attempts,
-                    "failure_class": "",
-                    "fhir_id": found.fhir_id,
-                    "fhir_version": found.fhir_version,
-                    "already_existed": True,
-                    "http_status": 0,
-                    "reason": "lookup.found",
-                    "retry_after": 0.0,
-                    "policy_revision": record.policy_revision,
-                },
+                WriteOutcome(
+                    proposal_id=record.proposal_id,
+                    state=State.ACCEPTED.value,
+                    attempt=delivery.attempts,
+                    failure_class="",
+                    fhir_id=found.fhir_id,
+                    fhir_version=found.fhir_version,
+                    already_existed=True,
+                    http_status=0,
+                    reason="lookup.found",
+                    retry_after=0.0,
+                    policy_revision=record.policy_revision,
+                )
             )
             return updated
         if found.failure:
@@ -873,7 +879,7 @@ class ProposalService:
         then a fresh token and a fresh retry budget. Audited with the operator's identity."""
         found = self._look_up_dead_letter(record)
         if found is not None:
-            return self._settle_found(record, found, operator, "deadletter.replayed")
+            return self._settle_found(record, found, operator, DeadLetterReplayed)
         decision_note = ""
         if self._engine.revision != record.policy_revision:
             decision = self._evaluate(record)
@@ -881,14 +887,13 @@ class ProposalService:
                 return self._refuse_replay(record, decision, operator)
             decision_note = decision.revision
         self.audit(
-            "deadletter.replayed",
-            {
-                "proposal_id": record.proposal_id,
-                "operator": operator,
-                "result": "resent",
-                "policy_revision": record.policy_revision,
-                "rechecked_with": decision_note,
-            },
+            DeadLetterReplayed(
+                proposal_id=record.proposal_id,
+                operator=operator,
+                result="resent",
+                policy_revision=record.policy_revision,
+                rechecked_with=decision_note,
+            )
         )
         delivery = Delivery.of(record.delivery)
         fresh = replace(delivery, attempts=0, first_attempt_at=0.0, next_attempt_at=0.0)
@@ -900,10 +905,11 @@ class ProposalService:
         never reported as not written; else it ends `failed_final`. Audited."""
         found = self._look_up_dead_letter(record)
         if found is not None:
-            return self._settle_found(record, found, operator, "deadletter.discarded")
+            return self._settle_found(record, found, operator, DeadLetterDiscarded)
         self.audit(
-            "deadletter.discarded",
-            {"proposal_id": record.proposal_id, "operator": operator, "result": "discarded"},
+            DeadLetterDiscarded(
+                proposal_id=record.proposal_id, operator=operator, result="discarded"
+            )
         )
         return guard_storage(
             lambda: self._store.transition(
@@ -938,17 +944,20 @@ class ProposalService:
         return found if found.found else None
 
     def _settle_found(
-        self, record: ProposalRecord, found: LookupOutcome, operator: str, kind: str
+        self,
+        record: ProposalRecord,
+        found: LookupOutcome,
+        operator: str,
+        event: type[DeadLetterReplayed] | type[DeadLetterDiscarded],
     ) -> ProposalRecord:
         self.audit(
-            kind,
-            {
-                "proposal_id": record.proposal_id,
-                "operator": operator,
-                "result": "found",
-                "fhir_id": found.fhir_id,
-                "fhir_version": found.fhir_version,
-            },
+            event(
+                proposal_id=record.proposal_id,
+                operator=operator,
+                result="found",
+                fhir_id=found.fhir_id,
+                fhir_version=found.fhir_version,
+            )
         )
         return guard_storage(
             lambda: self._store.transition(
@@ -965,16 +974,15 @@ class ProposalService:
     ) -> ProposalRecord:
         """Policy changed and no longer lets this write through as it was decided: not sent."""
         self.audit(
-            "deadletter.replayed",
-            {
-                "proposal_id": record.proposal_id,
-                "operator": operator,
-                "result": "refused_by_policy",
-                "policy_revision": record.policy_revision,
-                "rechecked_with": decision.revision,
-                "tier": decision.tier.value,
-                "allow": decision.allow,
-            },
+            DeadLetterReplayed(
+                proposal_id=record.proposal_id,
+                operator=operator,
+                result="refused_by_policy",
+                policy_revision=record.policy_revision,
+                rechecked_with=decision.revision,
+                tier=decision.tier.value,
+                allow=decision.allow,
+            )
         )
         reasons = tuple(
             {"code": r.code, "message": r.message, "rule": r.rule} for r in decision.reasons
@@ -1019,12 +1027,9 @@ class ProposalService:
                 )
             )
         self.audit(
-            "proposal.expired",
-            {
-                "proposal_id": record.proposal_id,
-                "expires_at": record.expires_at,
-                "state": expected.value,
-            },
+            ProposalExpired(
+                proposal_id=record.proposal_id, expires_at=record.expires_at, state=expected.value
+            )
         )
         return guard_storage(
             lambda: self._store.transition(

@@ -16,6 +16,15 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Final, Protocol
 
+from sidecar.audit.events import (
+    ProposalApproved,
+    ProposalEscalated,
+    ProposalExpired,
+    ReviewAmended,
+    ReviewApproved,
+    Reviewer,
+    ReviewRejected,
+)
 from sidecar.errors import (
     IllegalTransition,
     ProposalNotFound,
@@ -276,15 +285,14 @@ class ReviewService:
             )
         )
         self._proposals.audit(
-            "review.approved",
-            {
-                "proposal_id": record.proposal_id,
-                "approval_id": stored.approval_id,
-                "reviewer": {"iss": reviewer.issuer, "sub": reviewer.subject},
-                "roles": list(reviewer.roles)[:20],
-                "payload_sha256": record.payload_sha256,
-                "repeated": not created,
-            },
+            ReviewApproved(
+                proposal_id=record.proposal_id,
+                approval_id=stored.approval_id,
+                reviewer=Reviewer(reviewer.issuer, reviewer.subject),
+                roles=list(reviewer.roles)[:20],
+                payload_sha256=record.payload_sha256,
+                repeated=not created,
+            )
         )
         approvals = guard_storage(lambda: self._store.approvals(record.proposal_id))
         if approvals_counted(record, approvals) < record.approvals_required:
@@ -298,14 +306,13 @@ class ReviewService:
         except IllegalTransition:  # another replica reached the quorum first and moved it
             return self._view(reviewer, self._visible(reviewer, record.proposal_id))
         self._proposals.audit(
-            "proposal.approved",
-            {
-                "proposal_id": record.proposal_id,
-                "approvals": [
+            ProposalApproved(
+                proposal_id=record.proposal_id,
+                approvals=[
                     a.approval_id for a in approvals if a.payload_sha256 == record.payload_sha256
                 ],
-                "payload_sha256": record.payload_sha256,
-            },
+                payload_sha256=record.payload_sha256,
+            )
         )
         written = self._proposals.submit(approved)
         return self._view(reviewer, written)
@@ -327,13 +334,12 @@ class ReviewService:
         # The reviewer's words go to the agent through the store, never to the audit log (they
         # may quote the chart); the audit record names the reviewer and the code.
         self._proposals.audit(
-            "review.rejected",
-            {
-                "proposal_id": record.proposal_id,
-                "reviewer": {"iss": reviewer.issuer, "sub": reviewer.subject},
-                "code": code,
-                "payload_sha256": record.payload_sha256,
-            },
+            ReviewRejected(
+                proposal_id=record.proposal_id,
+                reviewer=Reviewer(reviewer.issuer, reviewer.subject),
+                code=code,
+                payload_sha256=record.payload_sha256,
+            )
         )
         rejected = guard_storage(
             lambda: self._store.transition(
@@ -390,14 +396,13 @@ class ReviewService:
             )
         )
         self._proposals.audit(
-            "review.amended",
-            {
-                "proposal_id": original.proposal_id,
-                "amendment": amendment.proposal_id,
-                "reviewer": {"iss": reviewer.issuer, "sub": reviewer.subject},
-                "payload_sha256": original.payload_sha256,
-                "amended_payload_sha256": amendment.payload_sha256,
-            },
+            ReviewAmended(
+                proposal_id=original.proposal_id,
+                amendment=amendment.proposal_id,
+                reviewer=Reviewer(reviewer.issuer, reviewer.subject),
+                payload_sha256=original.payload_sha256,
+                amended_payload_sha256=amendment.payload_sha256,
+            )
         )
         try:
             superseded = guard_storage(
@@ -454,12 +459,11 @@ class ReviewService:
         except IllegalTransition:
             return  # another replica expired (or decided) it first
         self._proposals.audit(
-            "proposal.expired",
-            {
-                "proposal_id": record.proposal_id,
-                "expires_at": record.expires_at,
-                "state": "pending_approval",
-            },
+            ProposalExpired(
+                proposal_id=record.proposal_id,
+                expires_at=record.expires_at,
+                state="pending_approval",
+            )
         )
 
     def sweep(self, limit: int = 200) -> tuple[int, int, int]:
@@ -495,12 +499,11 @@ class ReviewService:
                 continue
             escalated += 1
             self._proposals.audit(
-                "proposal.escalated",
-                {
-                    "proposal_id": record.proposal_id,
-                    "expires_at": record.expires_at,
-                    "approvals_required": record.approvals_required,
-                },
+                ProposalEscalated(
+                    proposal_id=record.proposal_id,
+                    expires_at=record.expires_at,
+                    approvals_required=record.approvals_required,
+                )
             )
         resumed = self._proposals.sweep_deliveries(limit)
         return expired, escalated, resumed

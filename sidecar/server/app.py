@@ -13,6 +13,7 @@ from typing import Any
 from chartgate import keys
 from chartgate.grpc_server import build_server
 from sidecar.adapter_client import AdapterClient
+from sidecar.audit.events import PolicyShadowDisagreement
 from sidecar.audit.log import AuditLog
 from sidecar.config import SidecarConfig
 from sidecar.consent import ConsentDirectory
@@ -86,7 +87,8 @@ def build_engine(config: SidecarConfig, audit: AuditSink | None = None) -> Polic
         log.warning("shadow policy disagrees: %s", body)
         if audit is not None:
             # Rides the durable policy.decision append that follows in the same proposal.
-            audit.append("policy.shadow_disagreement", body, durable=False)
+            event = PolicyShadowDisagreement(**body)
+            audit.append(event.kind, event.body(), durable=False)
 
     return ShadowEngine(enforced, candidate, on_disagreement=record)
 
