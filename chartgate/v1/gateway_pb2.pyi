@@ -111,7 +111,7 @@ class Reason(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class Proposal(_message.Message):
-    __slots__ = ("proposal_id", "idempotency_key", "state", "tier", "reasons", "payload_sha256", "policy_revision", "fhir_id", "fhir_version", "resource_type", "tool", "trace_id", "created_at", "updated_at", "approvals_required", "approvals_given", "expires_at", "supersedes", "superseded_by")
+    __slots__ = ("proposal_id", "idempotency_key", "state", "tier", "reasons", "payload_sha256", "policy_revision", "fhir_id", "fhir_version", "resource_type", "tool", "trace_id", "created_at", "updated_at", "approvals_required", "approvals_given", "expires_at", "supersedes", "superseded_by", "decision_receipt")
     PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +131,7 @@ class Proposal(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     SUPERSEDES_FIELD_NUMBER: _ClassVar[int]
     SUPERSEDED_BY_FIELD_NUMBER: _ClassVar[int]
+    DECISION_RECEIPT_FIELD_NUMBER: _ClassVar[int]
     proposal_id: str
     idempotency_key: str
     state: ProposalState
@@ -150,7 +151,20 @@ class Proposal(_message.Message):
     expires_at: str
     supersedes: str
     superseded_by: str
-    def __init__(self, proposal_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., state: _Optional[_Union[ProposalState, str]] = ..., tier: _Optional[_Union[Tier, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., payload_sha256: _Optional[str] = ..., policy_revision: _Optional[str] = ..., fhir_id: _Optional[str] = ..., fhir_version: _Optional[str] = ..., resource_type: _Optional[str] = ..., tool: _Optional[str] = ..., trace_id: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., approvals_required: _Optional[int] = ..., approvals_given: _Optional[int] = ..., expires_at: _Optional[str] = ..., supersedes: _Optional[str] = ..., superseded_by: _Optional[str] = ...) -> None: ...
+    decision_receipt: AuditReceipt
+    def __init__(self, proposal_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., state: _Optional[_Union[ProposalState, str]] = ..., tier: _Optional[_Union[Tier, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., payload_sha256: _Optional[str] = ..., policy_revision: _Optional[str] = ..., fhir_id: _Optional[str] = ..., fhir_version: _Optional[str] = ..., resource_type: _Optional[str] = ..., tool: _Optional[str] = ..., trace_id: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., approvals_required: _Optional[int] = ..., approvals_given: _Optional[int] = ..., expires_at: _Optional[str] = ..., supersedes: _Optional[str] = ..., superseded_by: _Optional[str] = ..., decision_receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ...) -> None: ...
+
+class AuditReceipt(_message.Message):
+    __slots__ = ("origin", "leaf_index", "leaf_hash", "checkpoint")
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LEAF_HASH_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    origin: str
+    leaf_index: int
+    leaf_hash: str
+    checkpoint: str
+    def __init__(self, origin: _Optional[str] = ..., leaf_index: _Optional[int] = ..., leaf_hash: _Optional[str] = ..., checkpoint: _Optional[str] = ...) -> None: ...
 
 class GetProposalRequest(_message.Message):
     __slots__ = ("proposal_id",)

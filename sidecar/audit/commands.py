@@ -197,8 +197,17 @@ def _prove(args: argparse.Namespace) -> int:
                 receipt = json.loads(args.receipt.read_text(encoding="utf-8"))
                 if not isinstance(receipt, dict):
                     raise _UsageError("a receipt is a JSON object")
-                index = int(receipt["index"])
-                leaf_expected = str(receipt.get("leaf_hash", ""))
+                # As AuditLog.receipt gives it (`index`), or as a Proposal's decision_receipt
+                # prints (`leaf_index`, proto JSON `leafIndex`).
+                if "decision_receipt" in receipt or "decisionReceipt" in receipt:
+                    receipt = receipt.get("decision_receipt") or receipt.get("decisionReceipt")
+                    if not isinstance(receipt, dict):
+                        raise _UsageError("decision_receipt is a JSON object")
+                raw_index = next(
+                    (receipt[k] for k in ("index", "leaf_index", "leafIndex") if k in receipt), 0
+                )
+                index = int(raw_index)
+                leaf_expected = str(receipt.get("leaf_hash", receipt.get("leafHash", "")))
                 signed = parse_signed_checkpoint(str(receipt["checkpoint"]))
             else:
                 index = args.seq

@@ -476,7 +476,7 @@ class ProposalService:
             held = self._approval_window(decision)
         # The decision record is made durable before the store moves: a proposal never leaves
         # `validated` without its decision in the audit log, so nothing is written undecided.
-        self.audit(
+        appended = self.audit(
             PolicyDecision(
                 proposal_id=record.proposal_id,
                 allow=decision.allow,
@@ -490,6 +490,7 @@ class ProposalService:
                 expires_at=held.get("expires_at", ""),
             )
         )
+        receipt = self._receipt(appended)
         return guard_storage(
             lambda: self._store.transition(
                 record.proposal_id,
@@ -499,9 +500,29 @@ class ProposalService:
                 reasons=reasons,
                 policy_revision=decision.revision,
                 obligations=dict(decision.obligations),
+                receipt=receipt,
                 **held,
             )
         )
+
+    def _receipt(self, appended: Any) -> dict[str, Any]:
+        """The decision record's receipt (leaf index and a signed checkpoint that includes it),
+        for the agent and the auditor; empty when the sink gives none (a log that cannot
+        publish a checkpoint now does not stop a decision already durable)."""
+        receipt_of = getattr(self._audit, "receipt", None)
+        if receipt_of is None or appended is None:
+            return {}
+        try:
+            made = receipt_of(appended)
+        except (ValueError, OSError, RuntimeError) as exc:
+            log.warning("no audit receipt for a decision: %s", type(exc).__name__)
+            return {}
+        return {
+            "origin": made.origin,
+            "leaf_index": made.index,
+            "leaf_hash": made.leaf_hash,
+            "checkpoint": made.checkpoint,
+        }
 
     def _approval_window(self, decision: Decision) -> dict[str, Any]:
         """What a held proposal needs, from the decision's obligations: how many approvals, by

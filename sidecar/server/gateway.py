@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
 import grpc
@@ -94,6 +94,19 @@ def to_message(record: ProposalRecord, approvals_given: int = 0) -> gateway_pb2.
         expires_at=record.expires_at,
         supersedes=record.supersedes,
         superseded_by=record.superseded_by,
+        decision_receipt=_receipt(record.receipt),
+    )
+
+
+def _receipt(value: Mapping[str, Any]) -> gateway_pb2.AuditReceipt | None:
+    if not value:
+        return None
+    index = value.get("leaf_index", 0)
+    return gateway_pb2.AuditReceipt(
+        origin=str(value.get("origin", "")),
+        leaf_index=index if isinstance(index, int) and index >= 0 else 0,
+        leaf_hash=str(value.get("leaf_hash", "")),
+        checkpoint=str(value.get("checkpoint", "")),
     )
 
 

@@ -116,6 +116,12 @@ class ProposalRecord:
     # The write's delivery: attempts, the token id of the latest, when the next is due, and the
     # history of what each attempt came to (classes and reasons, no content).
     delivery: Mapping[str, Any] = field(default_factory=dict)
+    # Where the decision record sits in the audit log: origin, leaf index and hash, and a signed
+    # checkpoint that includes it (RFC 9162; `chartgate audit prove inclusion`).
+    receipt: Mapping[str, Any] = field(default_factory=dict)
+    # The read-back of the written resource against what was intended: result, the differences
+    # (paths and severities, no values), when, and how many read-backs it took.
+    reconciliation: Mapping[str, Any] = field(default_factory=dict)
     fhir_id: str = ""
     fhir_version: str = ""
     created_at: str = ""

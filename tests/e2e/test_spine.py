@@ -214,9 +214,7 @@ def test_health_and_reflection_are_served(stack: Stack) -> None:
 
 
 def test_audit_log_of_the_run_verifies_and_detects_tampering(stack: Stack, tmp_path: Any) -> None:
-    written = propose(
-        stack, tool="fhir.create", resource=vital(70.4321), idempotency_key="audited"
-    )
+    written = propose(stack, tool="fhir.create", resource=vital(70.4321), idempotency_key="audited")
     log = stack.workdir / "audit" / "audit.jsonl"
     key = stack.workdir / "keys" / "audit-signing.jwks.json"
 
@@ -271,3 +269,39 @@ def test_audit_log_of_the_run_verifies_and_detects_tampering(stack: Stack, tmp_p
     gone = verify(deleted)
     assert gone.returncode == 1
     assert f"line {index + 1}" in gone.stdout + gone.stderr
+
+
+def test_the_decision_receipt_proves_inclusion_offline(stack: Stack, tmp_path: Any) -> None:
+    """The agent's answer carries where its decision sits in the audit log; an auditor turns it
+    into an inclusion proof against the signed checkpoint, with the log and the keyring only."""
+    from google.protobuf.json_format import MessageToJson
+
+    proposal = propose(stack, tool="fhir.create", resource=vital(66), idempotency_key="receipt-1")
+    receipt = proposal.decision_receipt
+    assert receipt.checkpoint
+    assert receipt.leaf_hash
+    assert receipt.origin in receipt.checkpoint
+    path = tmp_path / "receipt.json"
+    path.write_text(MessageToJson(proposal))
+
+    def prove(receipt_file: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(sys.executable, "-m", "chartgate.cli", "audit", "prove", "inclusion"),
+                str(stack.workdir / "audit" / "audit.jsonl"),
+                *("--receipt", str(receipt_file)),
+                *("--keyring", str(stack.workdir / "audit" / "audit.keyring.json")),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    proved = prove(path)
+    assert proved.returncode == 0, proved.stderr
+    # The same receipt naming another leaf hash does not prove.
+    forged = json.loads(path.read_text())
+    forged["decisionReceipt"]["leafHash"] = "00" * 32
+    path.write_text(json.dumps(forged))
+    assert prove(path).returncode != 0

@@ -32,7 +32,7 @@ from sidecar.storage.records import (
 
 # The same number as the SQLite backend's: schema N has the same tables and columns in every
 # backend, so one migration note covers both.
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 # Every text column is COLLATE "C": ordering and `<` on the RFC 3339 timestamps and the ids are
 # then bytewise, as in SQLite, whatever the database's default collation (an ICU or glibc
@@ -72,6 +72,8 @@ CREATE TABLE {schema}.proposals (
     superseded_by      text COLLATE "C" NOT NULL DEFAULT '',
     rejection          text COLLATE "C" NOT NULL DEFAULT '{{}}',
     delivery           text COLLATE "C" NOT NULL DEFAULT '{{}}',
+    receipt            text COLLATE "C" NOT NULL DEFAULT '{{}}',
+    reconciliation     text COLLATE "C" NOT NULL DEFAULT '{{}}',
     fhir_id            text COLLATE "C" NOT NULL DEFAULT '',
     fhir_version       text COLLATE "C" NOT NULL DEFAULT '',
     created_at         text COLLATE "C" NOT NULL,
@@ -125,7 +127,7 @@ def _to_column(name: str, value: Any) -> Any:
         return json.dumps(list(value))
     if name == "reasons":
         return json.dumps([dict(r) for r in value])
-    if name in ("summary", "obligations", "rejection", "delivery"):
+    if name in ("summary", "obligations", "rejection", "delivery", "receipt", "reconciliation"):
         return json.dumps(dict(value), sort_keys=True)
     if name == "state":
         return State(value).value
@@ -142,7 +144,7 @@ def _from_row(row: Sequence[Any]) -> ProposalRecord:
     data["fields"] = tuple(json.loads(data["fields"]))
     data["approver_roles"] = tuple(json.loads(data["approver_roles"]))
     data["reasons"] = tuple(json.loads(data["reasons"]))
-    for name in ("summary", "obligations", "rejection", "delivery"):
+    for name in ("summary", "obligations", "rejection", "delivery", "receipt", "reconciliation"):
         data[name] = json.loads(data[name])
     return ProposalRecord(**data)
 

@@ -25,7 +25,7 @@ from sidecar.storage.records import (
     utc_now,
 )
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS proposals (
@@ -59,6 +59,8 @@ CREATE TABLE IF NOT EXISTS proposals (
     superseded_by      TEXT NOT NULL DEFAULT '',
     rejection          TEXT NOT NULL DEFAULT '{}',
     delivery           TEXT NOT NULL DEFAULT '{}',
+    receipt            TEXT NOT NULL DEFAULT '{}',
+    reconciliation     TEXT NOT NULL DEFAULT '{}',
     fhir_id            TEXT NOT NULL DEFAULT '',
     fhir_version       TEXT NOT NULL DEFAULT '',
     created_at         TEXT NOT NULL,
@@ -92,6 +94,8 @@ _JSON_COLUMNS: Final = frozenset(
         "approver_roles",
         "rejection",
         "delivery",
+        "receipt",
+        "reconciliation",
     }
 )
 # Never changed after the insert: who and what the proposal is (a proposal cannot be re-keyed,
@@ -131,7 +135,7 @@ def _from_row(row: tuple[Any, ...]) -> ProposalRecord:
     data["fields"] = tuple(json.loads(data["fields"]))
     data["approver_roles"] = tuple(json.loads(data["approver_roles"]))
     data["reasons"] = tuple(json.loads(data["reasons"]))
-    for name in ("summary", "obligations", "rejection", "delivery"):
+    for name in ("summary", "obligations", "rejection", "delivery", "receipt", "reconciliation"):
         data[name] = json.loads(data[name])
     return ProposalRecord(**data)
 
