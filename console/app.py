@@ -81,8 +81,13 @@ def serve(config: ConsoleConfig) -> None:
     )
     # access_log=False: request lines carry patient and proposal ids in paths and queries, and
     # the callback's query carries the authorization code. log_config=None keeps our logging.
+    search: ProposalSearch | None = None
+    if config.audit_logs:
+        from console.search import AuditIndexSearch
+
+        search = AuditIndexSearch(config.audit_logs)
     uvicorn.run(
-        create_app(config),
+        create_app(config, search=search),
         host=host,
         port=port,
         access_log=False,

@@ -15,7 +15,7 @@ from pathlib import Path
 from console.defaults import DEFAULT_CLIENT_ID, DEFAULT_LISTEN, DEFAULT_REDIRECT_URI
 
 # Flag destinations that override the same-named config setting when given.
-_OVERRIDES = ("issuer", "client_id", "redirect_uri", "review_target", "listen")
+_OVERRIDES = ("issuer", "client_id", "redirect_uri", "review_target", "listen", "audit_logs")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +40,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="HOST:PORT of a sidecar's Review API",
     )
     parser.add_argument("--listen", default=None, help=f"HOST:PORT to bind ({DEFAULT_LISTEN})")
+    parser.add_argument(
+        "--audit-log",
+        dest="audit_logs",
+        type=Path,
+        action="append",
+        default=None,
+        help="an audit log whose index the search page reads (repeatable; docs/console.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -75,6 +75,12 @@ class ConsoleConfig(BaseModel):
     )
     listen: str = Field(default=DEFAULT_LISTEN, description="HOST:PORT to bind.")
     scope: str = Field(default="openid profile fhirUser", max_length=512)
+    audit_logs: tuple[Path, ...] = Field(
+        default=(),
+        max_length=64,
+        description="Audit logs whose index the search page reads (every proposal, decided ones "
+        "included); none: search covers pending proposals only.",
+    )
     roles_claim: str = Field(default="roles", min_length=1, max_length=64)
     tenants_claim: str = Field(default="tenant", min_length=1, max_length=64)
     fhir_user_claim: str = Field(default="fhirUser", min_length=1, max_length=64)

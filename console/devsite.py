@@ -132,6 +132,8 @@ def start_devsite(
                     "redirect_uri": f"{console_url}/callback",
                     "review_target": stack.review_target,
                     "listen": f"127.0.0.1:{console_port}",
+                    # Search covers decided proposals too, through the sidecar's audit index.
+                    "audit_logs": [str(stack.workdir / "audit" / "audit.jsonl")],
                 },
                 indent=2,
             )

@@ -9,11 +9,15 @@ then covers decided proposals without any other change.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, Protocol
 
 from chartgate.v1 import review_pb2
-from sidecar.review.client import ReviewClient
+from sidecar.audit.index import Query, search_logs
+from sidecar.review.client import ReviewClient, ReviewRefused
 
 MAX_RESULTS: Final = 200
 
@@ -72,3 +76,49 @@ class PendingSearch:
             and (not query.reviewer or _reviewer_matches(item, query.reviewer))
         )
         return SearchResult(found, self.scope)
+
+
+class AuditIndexSearch:
+    """Search over the audit index beside each configured log (`audit_logs`): every proposal
+    ever recorded, decided ones included, by patient, encounter, agent or approving reviewer.
+
+    The index gives proposal ids only; each is then read through the Review API with the
+    reviewer's own client, so a proposal of another tenant is never shown (the API answers
+    not-found for it).
+    """
+
+    scope = "every proposal in the audit log (most recently active first)"
+
+    def __init__(self, logs: Sequence[Path]) -> None:
+        self._logs = tuple(logs)
+
+    def search(self, review: ReviewClient, query: SearchQuery) -> SearchResult:
+        hits = search_logs(
+            self._logs,
+            Query(
+                patient=query.patient or None,
+                encounter=query.encounter or None,
+                agent=query.agent or None,
+                reviewer=query.reviewer or None,
+                limit=10_000,
+            ),
+        )
+        ids: list[str] = []
+        for hit in reversed(hits):  # most recently active first
+            try:
+                record = json.loads(hit.text)
+            except ValueError:
+                continue
+            body = record.get("body") if isinstance(record, dict) else None
+            pid = body.get("proposal_id") if isinstance(body, dict) else None
+            if isinstance(pid, str) and pid and pid not in ids:
+                ids.append(pid)
+            if len(ids) >= MAX_RESULTS:
+                break
+        items: list[review_pb2.ReviewItem] = []
+        for pid in ids:
+            try:
+                items.append(review.show(pid))
+            except ReviewRefused:
+                continue  # another tenant's, or gone: as good as absent
+        return SearchResult(tuple(items), self.scope)

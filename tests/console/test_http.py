@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from chartgate.v1 import gateway_pb2
 from console.security import CONTENT_SECURITY_POLICY
 from sidecar.client import ChartgateClient
 from tests.console.support import Site, csrf_token, lab_draft, medication_order, sign_in
@@ -198,7 +199,31 @@ def test_history_shows_the_lifecycle_and_search_finds_by_patient_agent_and_revie
     by_encounter = alice.get("/search", params={"encounter": "enc-search-1"}).text
     assert pid in by_encounter
     assert carol_order not in by_encounter
-    assert "Searched: pending proposals of your tenants" in by_encounter
+    # The search reads the audit index: decided proposals are found too.
+    assert "Searched: every proposal in the audit log" in by_encounter
+    written = site.propose(
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": "vital-signs",
+                        }
+                    ]
+                }
+            ],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": "Patient/demo-patient-1"},
+            "valueQuantity": {"value": 61, "unit": "/min"},
+        },
+        encounter_id="enc-search-3",
+        confidence=0.97,
+    )
+    assert written.state == gateway_pb2.PROPOSAL_STATE_ACCEPTED
+    assert written.proposal_id in alice.get("/search", params={"encounter": "enc-search-3"}).text
     by_reviewer = alice.get("/search", params={"reviewer": "carol"}).text
     assert carol_order in by_reviewer
     assert pid not in by_reviewer
@@ -211,6 +236,7 @@ def test_history_shows_the_lifecycle_and_search_finds_by_patient_agent_and_revie
     history = alice.get(jump.headers["location"]).text
     for phase in ("Suggestion", "Decision"):
         assert f"<td>{phase}</td>" in history
+    assert 'id="receipt"' in history  # the decision's audit receipt, with its checkpoint
     order_history = alice.get(f"/proposals/{carol_order}/history").text
     assert "<td>Approval</td><td>approved</td>" in order_history
     assert "carol" in order_history
