@@ -9,7 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,16 @@ def _test_failure_message(report: Mapping[str, Any]) -> str:
     return f"{len(failures)} policy test(s) failed: {shown}{more}"
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyChange:
+    """A reload's outcome: the revision in force now, the one before, and whether the candidate
+    loaded (False: refused, the previous revision stays)."""
+
+    revision: str
+    previous: str
+    loaded: bool
+
+
 class ReloadingEngine:
     """PolicyEngine serving the last good revision of a policy directory.
 
@@ -100,7 +111,9 @@ class ReloadingEngine:
         run_tests: bool = True,
         test_timeout_seconds: float = 120.0,
         engine: str = EMBEDDED,
+        on_change: Callable[[PolicyChange], None] | None = None,
     ) -> None:
+        self._on_change = on_change
         self._dir = policy_dir
         self._extra = extra_data
         self._run_tests = run_tests
@@ -173,6 +186,7 @@ class ReloadingEngine:
                     self.revision,
                     exc,
                 )
+                self._report(PolicyChange(self.revision, self.revision, loaded=False))
                 return False
             if candidate is None:
                 return False  # files changed while being tested: look again next poll
@@ -189,7 +203,19 @@ class ReloadingEngine:
                 log.warning(
                     "policy revision %s in force (was %s)", candidate.revision, previous.revision
                 )
+            self._report(
+                PolicyChange(candidate.revision, previous.revision if previous else "", loaded=True)
+            )
             return True
+
+    def _report(self, change: PolicyChange) -> None:
+        """Tell the owner (the audit log): a reload is an administrative act worth a record."""
+        if self._on_change is None:
+            return
+        try:
+            self._on_change(change)
+        except Exception:  # a record that fails must not stop the policy from serving
+            log.exception("could not record a policy change")
 
     def _build_candidate(self) -> EmbeddedEngine | None:
         policy = load_policy(self._dir, self._extra)  # static checks first: cheap, and clear

@@ -35,6 +35,8 @@ from sidecar.audit.events import (
     TokenMinted,
     WriteDeadLettered,
     WriteOutcome,
+    WriteSubmitted,
+    action_of,
 )
 from sidecar.config import SidecarConfig
 from sidecar.consent import ConsentDirectory
@@ -630,6 +632,18 @@ class ProposalService:
             lambda: self._store.transition(
                 record.proposal_id, expected, State.SUBMITTED, delivery=intent.to_json()
             )
+        )
+        # Rides the durable write.outcome that follows (one fsync per attempt, not two); a crash
+        # in between leaves `submitted` in the store, which the sweeper settles by looking.
+        self.audit(
+            WriteSubmitted(
+                proposal_id=record.proposal_id,
+                jti=minted.jti,
+                attempt=intent.attempts,
+                adapter=self._config.adapter_audience,
+                action=action_of(record.tool),
+            ),
+            durable=False,
         )
         outcome = self._adapter.write(minted.token, record.payload)
         return self._settle(record, intent, outcome)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chartgate import keys
 from chartgate.grpc_server import build_server
 from sidecar.adapter_client import AdapterClient
-from sidecar.audit.events import PolicyShadowDisagreement
+from sidecar.audit.events import AdminPolicyReloaded, PolicyShadowDisagreement
 from sidecar.audit.log import AuditLog
 from sidecar.config import SidecarConfig
 from sidecar.consent import ConsentDirectory
@@ -25,6 +25,9 @@ from sidecar.storage.sqlite.store import SqliteStore
 from sidecar.storage.store import ProposalStore
 from sidecar.tokens.mint import TokenMinter
 from sidecar.validation.fhir import preload_models
+
+if TYPE_CHECKING:  # the reload module loads the embedded engine: only when it is used
+    from sidecar.policy.reload import PolicyChange
 
 log = logging.getLogger("chartgate.sidecar")
 
@@ -68,6 +71,7 @@ def build_engine(config: SidecarConfig, audit: AuditSink | None = None) -> Polic
             config.effective_policy_dir,
             extra_data=config.policy_data,
             engine=config.policy_engine,
+            on_change=_policy_change_recorder(audit, config.policy_engine),
         )
     if config.shadow_policy_dir is None:
         return enforced
@@ -91,6 +95,26 @@ def build_engine(config: SidecarConfig, audit: AuditSink | None = None) -> Polic
             audit.append(event.kind, event.body(), durable=False)
 
     return ShadowEngine(enforced, candidate, on_disagreement=record)
+
+
+def _policy_change_recorder(
+    audit: AuditSink | None, engine: str
+) -> Callable[[PolicyChange], None] | None:
+    """Each reload (a new revision in force, or a candidate refused) as an audit record: policy
+    and operator data, kill switches included, are administrative acts an auditor sees."""
+    if audit is None:
+        return None
+
+    def record(change: PolicyChange) -> None:
+        event = AdminPolicyReloaded(
+            policy_revision=change.revision,
+            previous_revision=change.previous,
+            engine=engine,
+            loaded=change.loaded,
+        )
+        audit.append(event.kind, event.body(), durable=True)
+
+    return record
 
 
 @dataclass

@@ -106,7 +106,7 @@ def test_an_edit_failing_its_tests_is_refused(policy: Path, engine: ReloadingEng
 def test_a_refused_builtin_is_refused_on_reload(policy: Path, engine: ReloadingEngine) -> None:
     good = engine.revision
     (policy / "network.rego").write_text(
-        'package chartgate.network\n\nimport rego.v1\n\nx if io.jwt.decode(input.ip)\n'
+        "package chartgate.network\n\nimport rego.v1\n\nx if io.jwt.decode(input.ip)\n"
     )
     wait_for(lambda: engine.last_error is not None, 10)
     assert "io.jwt.decode" in (engine.last_error or "")
@@ -130,3 +130,40 @@ def test_a_broken_policy_at_start_denies_until_fixed(policy: Path) -> None:
         assert engine.last_error is None
     finally:
         engine.close()
+
+
+def test_every_reload_and_refusal_is_an_audited_admin_record(tmp_path: Path) -> None:
+    """A policy change is an administrative act: the sidecar's audit log records each one, the
+    revision that went into force (and the one before) or the candidate it refused."""
+    import json
+
+    from chartgate import keys
+    from sidecar.audit.log import AuditLog
+    from sidecar.config import SidecarConfig
+    from sidecar.server.app import build_engine
+
+    policy = copy_policy(tmp_path / "rego")
+    config = SidecarConfig(agent_id="a", tenant_id="t", policy_dir=policy)
+    audit_path = tmp_path / "audit.jsonl"
+    with AuditLog(audit_path, keys.load_or_create(tmp_path / "a.jwk", "audit")) as audit:
+        engine = build_engine(config, audit)
+        assert isinstance(engine, ReloadingEngine)
+        first = engine.revision
+        try:
+            (policy / "tiers.rego").write_text(
+                (policy / "tiers.rego").read_text() + "\nbroken := {{\n"
+            )
+            wait_for(lambda: engine.last_error is not None, 10)
+        finally:
+            engine.close()
+    records = [json.loads(line) for line in audit_path.read_text().splitlines()]
+    reloads = [r["body"] for r in records if r["kind"] == "admin.policy_reloaded"]
+    assert reloads[0] == {
+        "policy_revision": first,
+        "previous_revision": "",
+        "engine": "regorus",
+        "loaded": True,
+        "operator": "",
+    }
+    assert reloads[1]["loaded"] is False
+    assert reloads[1]["policy_revision"] == first  # the refused edit changed nothing
