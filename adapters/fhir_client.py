@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from adapters.errors import AdapterError, FailureClass, payload_error
+from adapters.provenance import with_labels
 from adapters.smart import BackendServicesAuth, TokenEndpointError
 from chartgate.compartment import patient_of
 from chartgate.write_token import PROPOSAL_IDENTIFIER_SYSTEM
@@ -53,13 +54,18 @@ class FhirClient:
         if self._auth is not None:
             self._auth.close()
 
-    def create(self, resource: dict[str, Any], proposal_id: str) -> WriteResult:
+    def create(
+        self,
+        resource: dict[str, Any],
+        proposal_id: str,
+        labels: list[dict[str, str]] | None = None,
+    ) -> WriteResult:
         """Create the resource stamped with the proposal's identifier, at most once.
 
         Conditional create (http.html#ccreate): when a resource with this identifier exists, the
         server answers 200 with it instead of creating a second.
         """
-        stamped = copy.deepcopy(resource)
+        stamped = with_labels(resource, labels) if labels else copy.deepcopy(resource)
         identifiers = stamped.setdefault("identifier", [])
         identifiers.append({"system": PROPOSAL_IDENTIFIER_SYSTEM, "value": proposal_id})
         resource_type = stamped["resourceType"]
@@ -77,7 +83,12 @@ class FhirClient:
             raise _classify(response)
         return _result(response, already_existed=response.status_code == 200)
 
-    def update(self, partial: dict[str, Any], patient_id: str) -> WriteResult:
+    def update(
+        self,
+        partial: dict[str, Any],
+        patient_id: str,
+        labels: list[dict[str, str]] | None = None,
+    ) -> WriteResult:
         """Set the partial's top-level elements on the stored resource (read, merge, PUT If-Match).
 
         The read also proves the stored resource belongs to the token's patient, so an update
@@ -95,6 +106,8 @@ class FhirClient:
                 "the stored resource belongs to another patient than the token's",
             )
         merged = merge_update(stored, partial)
+        if labels:
+            merged = with_labels(merged, labels)
         if patient_of(merged) != patient_id:
             raise payload_error(
                 "payload.wrong_patient",
@@ -108,6 +121,19 @@ class FhirClient:
         if response.status_code not in (200, 201):
             raise _classify(response)
         return _result(response, already_existed=False)
+
+    def put_provenance(self, provenance: dict[str, Any]) -> str:
+        """Write a Provenance under its own id (update-as-create, http.html#upsert): idempotent,
+        so a retried write never makes a second one. Returns its id."""
+        response = self._send(
+            "PUT",
+            f"{self._base}/Provenance/{provenance['id']}",
+            json=provenance,
+            headers={"Content-Type": FHIR_JSON},
+        )
+        if response.status_code not in (200, 201):
+            raise _classify(response)
+        return str(provenance["id"])
 
     def find_created(self, resource_type: str, proposal_id: str) -> WriteResult | None:
         """The resource a create stamped with this proposal's identifier, if the EHR holds it

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.errors import AdapterError, FailureClass, payload_error, token_error
 from adapters.fhir_client import FhirClient, WriteResult
+from adapters.provenance import labels_for, provenance_for
 from adapters.replay import JtiStore
 from adapters.resilience import CircuitBreaker, TokenBucket
 from adapters.smart import BackendServicesAuth, SmartSettings
@@ -115,6 +116,7 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
                     "the adapter failed unexpectedly; whether the write happened is unknown",
                 )
             )
+        provenance = self._provenance(verified, result)
         log.info(
             "write done: proposal=%s %s/%s version=%s existed=%s",
             verified.proposal_id,
@@ -129,6 +131,7 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
             fhir_version=result.fhir_version,
             already_existed=result.already_existed,
             http_status=result.http_status,
+            provenance_id=provenance,
         )
 
     def Lookup(
@@ -249,9 +252,23 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
         # attempt; a retry needs a fresh token from the sidecar.
         if not self._jti.consume(verified.jti, verified.expires_at):
             raise token_error("token.replayed", "this token was already used")
+        labels = labels_for(verified)
         if verified.operation == "create":
-            return self._fhir.create(verified.resource, verified.proposal_id)
-        return self._fhir.update(verified.resource, verified.patient_id)
+            return self._fhir.create(verified.resource, verified.proposal_id, labels)
+        return self._fhir.update(verified.resource, verified.patient_id, labels)
+
+    def _provenance(self, verified: VerifiedWrite, result: WriteResult) -> str:
+        """The written version's Provenance; "" when it could not be written now (the write
+        itself stands: reconciliation finds the Provenance missing and says so)."""
+        try:
+            return self._guarded(
+                lambda: self._fhir.put_provenance(
+                    provenance_for(verified, result.fhir_id, result.fhir_version)
+                )
+            )
+        except AdapterError as exc:
+            log.warning("provenance not written: reason=%s class=%s", exc.reason, exc.failure)
+            return ""
 
 
 def serve(config: AdapterConfig, *, ready: threading.Event | None = None) -> None:

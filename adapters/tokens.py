@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from joserfc import jwt
@@ -40,6 +40,52 @@ class VerifiedWrite:
     resource_id: str | None
     resource: dict[str, Any]
     lookup: bool = False
+    # Who wrote it and why (for the write's security labels and Provenance): the agent (token
+    # `client_id`), the person it acted for (`sub` when it is not the agent), the approvals,
+    # and the agent's account (model, prompt, evidence, reviewers) the sidecar bound in.
+    agent_id: str = ""
+    on_behalf_of: str = ""
+    approvals: tuple[str, ...] = ()
+    provenance: WriteAccount | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteAccount:
+    """The provenance the token carries (bounded: it came through the sidecar's validation)."""
+
+    model_version: str
+    prompt_version: str
+    evidence_refs: tuple[str, ...]
+    reviewers: tuple[str, ...]
+
+
+_MAX_LIST = 50
+_MAX_TEXT = 512
+
+
+def _strings(value: Any, name: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > _MAX_LIST:
+        raise token_error("token.claims", f"provenance {name} must be a list of strings")
+    if not all(isinstance(v, str) and len(v) <= _MAX_TEXT for v in value):
+        raise token_error("token.claims", f"provenance {name} must be a list of strings")
+    return tuple(value)
+
+
+def _account(detail: dict[str, Any]) -> WriteAccount | None:
+    raw = detail.get("provenance")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise token_error("token.claims", "authorization_details provenance must be an object")
+    texts = [raw.get("model_version", ""), raw.get("prompt_version", "")]
+    if not all(isinstance(t, str) and len(t) <= _MAX_TEXT for t in texts):
+        raise token_error("token.claims", "provenance versions must be strings")
+    return WriteAccount(
+        model_version=str(texts[0]),
+        prompt_version=str(texts[1]),
+        evidence_refs=_strings(raw.get("evidence_refs", []), "evidence_refs"),
+        reviewers=_strings(raw.get("reviewers", []), "reviewers"),
+    )
 
 
 class TokenVerifier:
@@ -94,7 +140,17 @@ class TokenVerifier:
             raise payload_error("payload.not_json", "the body is not JSON") from None
         if not isinstance(resource, dict):
             raise payload_error("payload.not_resource", "the body is not a FHIR resource")
-        return _bind(claims, detail, resource)
+        verified = _bind(claims, detail, resource)
+        raw = claims["authorization_details"][0]
+        agent = str(claims.get("client_id", ""))
+        subject = str(claims.get("sub", ""))
+        return replace(
+            verified,
+            agent_id=agent,
+            on_behalf_of=subject if subject != agent else "",
+            approvals=_strings(raw.get("approvals", []), "approvals"),
+            provenance=_account(raw),
+        )
 
 
 def _write_detail(claims: dict[str, Any]) -> dict[str, str]:

@@ -41,7 +41,7 @@ class WriteRequest(_message.Message):
     def __init__(self, token: _Optional[str] = ..., resource_json: _Optional[bytes] = ...) -> None: ...
 
 class WriteResponse(_message.Message):
-    __slots__ = ("fhir_id", "fhir_version", "already_existed", "http_status", "written", "failure_class", "reason", "message", "retry_after_seconds")
+    __slots__ = ("fhir_id", "fhir_version", "already_existed", "http_status", "written", "failure_class", "reason", "message", "retry_after_seconds", "provenance_id")
     FHIR_ID_FIELD_NUMBER: _ClassVar[int]
     FHIR_VERSION_FIELD_NUMBER: _ClassVar[int]
     ALREADY_EXISTED_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,7 @@ class WriteResponse(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_ID_FIELD_NUMBER: _ClassVar[int]
     fhir_id: str
     fhir_version: str
     already_existed: bool
@@ -60,7 +61,8 @@ class WriteResponse(_message.Message):
     reason: str
     message: str
     retry_after_seconds: float
-    def __init__(self, fhir_id: _Optional[str] = ..., fhir_version: _Optional[str] = ..., already_existed: _Optional[bool] = ..., http_status: _Optional[int] = ..., written: _Optional[bool] = ..., failure_class: _Optional[_Union[FailureClass, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., retry_after_seconds: _Optional[float] = ...) -> None: ...
+    provenance_id: str
+    def __init__(self, fhir_id: _Optional[str] = ..., fhir_version: _Optional[str] = ..., already_existed: _Optional[bool] = ..., http_status: _Optional[int] = ..., written: _Optional[bool] = ..., failure_class: _Optional[_Union[FailureClass, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., retry_after_seconds: _Optional[float] = ..., provenance_id: _Optional[str] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
     __slots__ = ("token", "resource_json")

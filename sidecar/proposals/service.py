@@ -55,9 +55,9 @@ from sidecar.policy.engine import Decision, PolicyEngine, Tier, deny
 from sidecar.policy.input import build_input
 from sidecar.proposals.delivery import BACKPRESSURE, Delivery, RetryPolicy, verdict
 from sidecar.proposals.lifecycle import State
-from sidecar.storage.records import ProposalContext, ProposalQuery, ProposalRecord
+from sidecar.storage.records import ApprovalRecord, ProposalContext, ProposalQuery, ProposalRecord
 from sidecar.storage.store import ProposalStore
-from sidecar.tokens.mint import MintedToken, TokenMinter, WriteGrant
+from sidecar.tokens.mint import MintedToken, TokenMinter, WriteGrant, WriteProvenance
 from sidecar.validation.fhir import ValidatedWrite, validate_write
 from sidecar.validation.request import validate_request_fields
 
@@ -562,16 +562,25 @@ class ProposalService:
         ttl = record.obligations.get("token_ttl_seconds")
         ttl_seconds = ttl if isinstance(ttl, int) and not isinstance(ttl, bool) else None
         approval_ids: tuple[str, ...] = ()
+        counted: list[ApprovalRecord] = []
         if record.tier in (Tier.APPROVAL.value, Tier.DUAL_APPROVAL.value):
             approvals = guard_storage(lambda: self._store.approvals(record.proposal_id))
-            approval_ids = tuple(
-                a.approval_id for a in approvals if a.payload_sha256 == record.payload_sha256
-            )
+            counted = [a for a in approvals if a.payload_sha256 == record.payload_sha256]
+            approval_ids = tuple(a.approval_id for a in counted)
             if record.expires_at and not lookup:
                 remaining = int((parse_time(record.expires_at) - self.now()).total_seconds())
                 if remaining < 1:
                     return None
                 ttl_seconds = remaining if ttl_seconds is None else min(ttl_seconds, remaining)
+        provenance = None
+        if not lookup:
+            ctx = record.context
+            provenance = WriteProvenance(
+                model_version=ctx.model_version,
+                prompt_version=ctx.prompt_version,
+                evidence_refs=tuple(ctx.evidence_refs),
+                reviewers=tuple(a.fhir_user or f"{a.issuer}#{a.subject}" for a in counted),
+            )
         letters = "rs" if lookup else _SCOPE_LETTER.get(record.operation, "?")
         scope = f"patient/{record.resource_type}.{letters}"
         minted = self._minter.mint(
@@ -587,6 +596,7 @@ class ProposalService:
                 payload_sha256=record.payload_sha256,
                 approvals=approval_ids,
                 lookup=lookup,
+                provenance=provenance,
             ),
             ttl_seconds=ttl_seconds,
         )

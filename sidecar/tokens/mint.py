@@ -36,6 +36,29 @@ class WriteGrant:
     # A look-up token: it lets the adapter search for the write (to settle an ambiguous outcome)
     # and never authorizes one.
     lookup: bool = False
+    # What the adapter records as the write's Provenance (HL7 AI Transparency on FHIR): the
+    # agent's model and prompt versions, the evidence it cites, the reviewers who approved.
+    # Carried in the signed token, so the adapter writes only what the sidecar decided.
+    provenance: WriteProvenance | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteProvenance:
+    """The agent's account of a write, bound into its token."""
+
+    model_version: str = ""
+    prompt_version: str = ""
+    evidence_refs: tuple[str, ...] = ()
+    # Each approving reviewer as a FHIR reference (their fhirUser) or `issuer#subject`.
+    reviewers: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "model_version": self.model_version,
+            "prompt_version": self.prompt_version,
+            "evidence_refs": list(self.evidence_refs),
+            "reviewers": list(self.reviewers),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +109,11 @@ class TokenMinter:
                     "payload_sha256": grant.payload_sha256,
                     "approvals": list(grant.approvals),
                     "lookup": grant.lookup,
+                    **(
+                        {"provenance": grant.provenance.to_json()}
+                        if grant.provenance is not None
+                        else {}
+                    ),
                 }
             ],
         }
