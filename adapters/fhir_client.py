@@ -122,6 +122,25 @@ class FhirClient:
             raise _classify(response)
         return _result(response, already_existed=False)
 
+    def read_version(self, resource_type: str, fhir_id: str, version: str) -> dict[str, Any] | None:
+        """One stored version (vread, http.html#vread); None when the EHR has no such version."""
+        response = self._send("GET", f"{self._base}/{resource_type}/{fhir_id}/_history/{version}")
+        if response.status_code in (404, 410):
+            return None
+        if response.status_code != 200:
+            raise _classify(response)
+        body = response.json()
+        return body if isinstance(body, dict) else None
+
+    def exists(self, resource_type: str, fhir_id: str) -> bool:
+        """Whether a resource is there (read, http.html#read)."""
+        response = self._send("GET", f"{self._base}/{resource_type}/{fhir_id}")
+        if response.status_code in (404, 410):
+            return False
+        if response.status_code != 200:
+            raise _classify(response)
+        return True
+
     def put_provenance(self, provenance: dict[str, Any]) -> str:
         """Write a Provenance under its own id (update-as-create, http.html#upsert): idempotent,
         so a retried write never makes a second one. Returns its id."""

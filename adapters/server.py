@@ -7,14 +7,14 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.errors import AdapterError, FailureClass, payload_error, token_error
 from adapters.fhir_client import FhirClient, WriteResult
-from adapters.provenance import labels_for, provenance_for
+from adapters.provenance import labels_for, provenance_for, provenance_id
 from adapters.replay import JtiStore
 from adapters.resilience import CircuitBreaker, TokenBucket
 from adapters.smart import BackendServicesAuth, SmartSettings
@@ -24,6 +24,7 @@ from chartgate.compartment import patient_of
 from chartgate.grpc_server import build_server
 from chartgate.keys import load_keyset
 from chartgate.v1 import adapter_pb2, adapter_pb2_grpc
+from chartgate.write_token import PROPOSAL_IDENTIFIER_SYSTEM
 
 log = logging.getLogger("chartgate.adapter")
 
@@ -213,6 +214,57 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
             fhir_version=current.fhir_version,
         )
 
+    def ReadBack(
+        self, request: adapter_pb2.LookupRequest, context: grpc.ServicerContext
+    ) -> adapter_pb2.ReadBackResponse:
+        try:
+            verified = self._verifier.verify(request.token, request.resource_json)
+            if not verified.lookup:
+                raise token_error("token.scope", "a write token does not authorize a read")
+            if not self._jti.consume(verified.jti, verified.expires_at):
+                raise token_error("token.replayed", "this token was already used")
+            fhir_id, version = request.fhir_id[:64], request.fhir_version[:64]
+            if not fhir_id or not version:
+                raise payload_error("payload.no_version", "name the stored id and version")
+            if verified.operation == "update" and fhir_id != verified.resource_id:
+                raise payload_error("payload.wrong_target", "not the resource the token names")
+            stored = self._guarded(
+                lambda: self._fhir.read_version(verified.resource_type, fhir_id, version)
+            )
+            if stored is not None:
+                _check_own(verified, stored)
+            provenance = stored is not None and self._guarded(
+                lambda: self._fhir.exists(
+                    "Provenance", provenance_id(verified.proposal_id, fhir_id, version)
+                )
+            )
+            if stored is not None and not provenance:
+                # A write whose answer was lost (settled by a look-up) never got its
+                # Provenance: write it now, for the version the write stored.
+                written = WriteResult(fhir_id, version, True, 200)
+                provenance = bool(self._provenance(verified, written))
+        except AdapterError as exc:
+            log.warning("read-back failed: reason=%s class=%s", exc.reason, exc.failure)
+            return adapter_pb2.ReadBackResponse(
+                found=False,
+                failure_class=exc.failure.proto,
+                reason=exc.reason,
+                message=exc.message[:1000],
+            )
+        except Exception as exc:
+            log.error("unexpected adapter failure in a read-back (%s)", type(exc).__name__)
+            return adapter_pb2.ReadBackResponse(
+                found=False,
+                failure_class=FailureClass.TRANSPORT.proto,
+                reason="adapter.fault",
+                message="the adapter failed unexpectedly",
+            )
+        if stored is None:
+            return adapter_pb2.ReadBackResponse(found=False)
+        return adapter_pb2.ReadBackResponse(
+            found=True, resource_json=canonicalize(stored), provenance_found=bool(provenance)
+        )
+
     def _guarded(self, exchange: Callable[[], T]) -> T:
         """Run one EHR exchange through the rate limit and the circuit breaker: refused before
         sending (safe to retry, with the time to wait) or counted by the breaker."""
@@ -269,6 +321,23 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
         except AdapterError as exc:
             log.warning("provenance not written: reason=%s class=%s", exc.reason, exc.failure)
             return ""
+
+
+def _check_own(verified: VerifiedWrite, stored: dict[str, Any]) -> None:
+    """A read-back returns only the proposal's own resource: in the token's patient's chart,
+    and for a create, carrying the proposal's identifier stamp."""
+    if patient_of(stored) != verified.patient_id:
+        raise payload_error("payload.wrong_patient", "the stored resource is another patient's")
+    if verified.operation == "create":
+        stamps = stored.get("identifier")
+        own = isinstance(stamps, list) and any(
+            isinstance(i, dict)
+            and i.get("system") == PROPOSAL_IDENTIFIER_SYSTEM
+            and i.get("value") == verified.proposal_id
+            for i in stamps
+        )
+        if not own:
+            raise payload_error("payload.wrong_target", "not the resource this proposal wrote")
 
 
 def serve(config: AdapterConfig, *, ready: threading.Event | None = None) -> None:

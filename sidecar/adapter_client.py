@@ -66,6 +66,18 @@ class ReadOutcome:
     message: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ReadBackOutcome:
+    """A written version as the EHR holds it; `failure` set when it could not be read."""
+
+    found: bool
+    resource_json: bytes = b""
+    provenance_found: bool = False
+    failure: str = ""
+    reason: str = ""
+    message: str = ""
+
+
 def _hop_failure(exc: grpc.RpcError) -> tuple[str, str, str]:
     """(class, reason, message) of a failed call to the adapter."""
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
@@ -154,6 +166,32 @@ class AdapterClient:
             found=response.found,
             resource_json=response.resource_json,
             fhir_version=response.fhir_version,
+            failure=failure_name(response.failure_class),
+            reason=response.reason,
+            message=response.message,
+        )
+
+    def read_back(
+        self, token: str, canonical_payload: bytes, fhir_id: str, fhir_version: str
+    ) -> ReadBackOutcome:
+        """The exact version a write stored, and whether its Provenance exists; never raises."""
+        try:
+            response = self._stub.ReadBack(
+                adapter_pb2.LookupRequest(
+                    token=token,
+                    resource_json=canonical_payload,
+                    fhir_id=fhir_id,
+                    fhir_version=fhir_version,
+                ),
+                timeout=self._timeout,
+            )
+        except grpc.RpcError as exc:
+            _, reason, message = _hop_failure(exc)
+            return ReadBackOutcome(found=False, failure="transport", reason=reason, message=message)
+        return ReadBackOutcome(
+            found=response.found,
+            resource_json=response.resource_json,
+            provenance_found=response.provenance_found,
             failure=failure_name(response.failure_class),
             reason=response.reason,
             message=response.message,

@@ -107,6 +107,11 @@ class SidecarConfig(BaseModel):
         description="Wait after an ambiguous attempt before a look-up that finds nothing counts "
         "as absent (search indexes lag).",
     )
+    reconcile_writes: bool = Field(
+        default=True,
+        description="Read every accepted write back and compare it with what was intended "
+        "(accepted → reconciled | mismatch; docs/reconciliation.md).",
+    )
     max_queued_writes: int = Field(
         default=100,
         ge=0,

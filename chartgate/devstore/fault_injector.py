@@ -16,7 +16,17 @@ from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chartgate.devstore.faults import Drop, Fault, FaultState, Reject, Slow, Throttle, Unavailable
+from chartgate.devstore.faults import (
+    Alter,
+    Drop,
+    Fault,
+    FaultState,
+    Reject,
+    Slow,
+    Throttle,
+    Unavailable,
+    apply_changes,
+)
 from chartgate.devstore.http_headers import RESPONSE_CONTENT_TYPE
 from chartgate.devstore.interactions import classify
 from chartgate.devstore.outcome import Issue, IssueCode, operation_outcome
@@ -79,6 +89,9 @@ class FaultInjector:
             assert isinstance(rule, Drop)
             await _drain(receive)  # the whole request was sent: "sent, no answer"
             await _drop(send, reset=rule.reset)
+        elif fault.kind == "alter":
+            assert isinstance(rule, Alter)
+            await self.app(scope, _altered(receive, rule), send)
         elif fault.kind == "reject":
             assert isinstance(rule, Reject)
             await _drain(receive)
@@ -106,6 +119,36 @@ class FaultInjector:
 
 async def _discard(message: Message) -> None:
     """The answer of a request whose connection is about to be dropped: nobody will read it."""
+
+
+def _altered(receive: Receive, rule: Alter) -> Receive:
+    """A `receive` that hands the app the request body with the plan's changes applied."""
+    done = False
+
+    async def altered() -> Message:
+        nonlocal done
+        if done:
+            return await receive()
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        done = True
+        body = b"".join(chunks)
+        try:
+            resource = json.loads(body)
+        except ValueError:
+            return {"type": "http.request", "body": body, "more_body": False}
+        if isinstance(resource, dict):
+            apply_changes(resource, rule.changes)
+            body = json.dumps(resource).encode()
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return altered
 
 
 async def _drain(receive: Receive) -> None:

@@ -13,6 +13,7 @@ order: the same plan and the same request sequence give the same faults on every
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ FaultKind = Literal[
     "drop_before_commit",
     "drop_after_commit",
     "reject",
+    "alter",
 ]
 # The order in which a request's draw is laid against the probabilities: fixed, so a seed
 # always means the same thing.
@@ -50,6 +52,7 @@ FAULT_KINDS: Final[tuple[FaultKind, ...]] = (
     "drop_after_commit",
     # Added last: a seed keeps meaning what it meant for the kinds before it.
     "reject",
+    "alter",
 )
 
 
@@ -113,6 +116,34 @@ class Reject(_Rule):
     )
 
 
+_PATH: Final = r"^[A-Za-z][A-Za-z0-9_]*(\[\d+\])?(\.[A-Za-z][A-Za-z0-9_]*(\[\d+\])?)*$"
+
+
+class Change(BaseModel):
+    """One change the store makes to a resource before storing it (`path` like `note[0].text`):
+    `truncate` to `length` characters, `set` to `value`, `pad` with spaces (a cosmetic change
+    an EHR may make), or `remove`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z][A-Za-z0-9_]*(\[\d+\])?(\.[A-Za-z][A-Za-z0-9_]*(\[\d+\])?)*$",
+    )
+    op: Literal["truncate", "set", "pad", "remove"]
+    length: int = Field(default=10, ge=0, le=10_000)
+    value: Any = None
+
+
+class Alter(_Rule):
+    """The store changes what it was sent before storing it (a truncated note, a remapped code, a
+    changed unit, padded text) and answers as if it stored the write as sent. What
+    reconciliation must catch (issue 12). Changes whose path is absent are skipped."""
+
+    changes: tuple[Change, ...] = Field(default=(), max_length=20)
+
+
 class Scheduled(BaseModel):
     """`count` consecutive requests (of `interactions`) get `fault`; `none` lets them through."""
 
@@ -149,6 +180,7 @@ class FaultPlan(BaseModel):
     drop_before_commit: Drop = Drop()
     drop_after_commit: Drop = Drop()
     reject: Reject = Reject()
+    alter: Alter = Alter()
     schedule: tuple[Scheduled, ...] = ()
 
     @model_validator(mode="after")
@@ -293,3 +325,53 @@ __all__ = [
     "Unavailable",
     "draw",
 ]
+
+
+_STEP: Final = re.compile(r"([A-Za-z][A-Za-z0-9_]*)(?:\[(\d+)\])?")
+
+
+def apply_changes(resource: dict[str, Any], changes: tuple[Change, ...]) -> None:
+    """Apply an Alter rule's changes to a resource in place (paths that are absent are skipped)."""
+    for change in changes:
+        steps = [_STEP.fullmatch(part) for part in change.path.split(".")]
+        parent: Any = resource
+        for match in steps[:-1]:
+            assert match is not None  # the path pattern was checked when the plan loaded
+            parent = _step(parent, match)
+            if parent is None:
+                break
+        last = steps[-1]
+        if parent is None or last is None:
+            continue
+        name, index = last.group(1), last.group(2)
+        if not isinstance(parent, dict) or name not in parent:
+            continue
+        if index is not None:
+            items = parent[name]
+            if not isinstance(items, list) or int(index) >= len(items):
+                continue
+            holder: Any = items
+            key: Any = int(index)
+        else:
+            holder, key = parent, name
+        current = holder[key]
+        if change.op == "remove":
+            del holder[key]
+        elif change.op == "set":
+            holder[key] = change.value
+        elif change.op == "truncate" and isinstance(current, str):
+            holder[key] = current[: change.length]
+        elif change.op == "pad" and isinstance(current, str):
+            holder[key] = f" {current}  "
+
+
+def _step(node: Any, match: re.Match[str]) -> Any:
+    name, index = match.group(1), match.group(2)
+    if not isinstance(node, dict):
+        return None
+    value = node.get(name)
+    if index is None:
+        return value
+    if isinstance(value, list) and int(index) < len(value):
+        return value[int(index)]
+    return None

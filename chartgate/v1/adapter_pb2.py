@@ -24,25 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63hartgate/v1/adapter.proto\x12\x0c\x63hartgate.v1\"4\n\x0cWriteRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\"\xfd\x01\n\rWriteResponse\x12\x0f\n\x07\x66hir_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66hir_version\x18\x02 \x01(\t\x12\x17\n\x0f\x61lready_existed\x18\x03 \x01(\x08\x12\x13\n\x0bhttp_status\x18\x04 \x01(\x05\x12\x0f\n\x07written\x18\x05 \x01(\x08\x12\x31\n\rfailure_class\x18\x06 \x01(\x0e\x32\x1a.chartgate.v1.FailureClass\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\x1b\n\x13retry_after_seconds\x18\t \x01(\x01\x12\x15\n\rprovenance_id\x18\n \x01(\t\"5\n\rLookupRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\"\xb7\x01\n\x0eLookupResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0f\n\x07\x66hir_id\x18\x02 \x01(\t\x12\x14\n\x0c\x66hir_version\x18\x03 \x01(\t\x12\x31\n\rfailure_class\x18\x04 \x01(\x0e\x32\x1a.chartgate.v1.FailureClass\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x1b\n\x13retry_after_seconds\x18\x07 \x01(\x01\"\x9e\x01\n\x0cReadResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\x12\x14\n\x0c\x66hir_version\x18\x03 \x01(\t\x12\x31\n\rfailure_class\x18\x04 \x01(\x0e\x32\x1a.chartgate.v1.FailureClass\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t*\xf4\x02\n\x0c\x46\x61ilureClass\x12\x1d\n\x19\x46\x41ILURE_CLASS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x46\x41ILURE_CLASS_TRANSPORT\x10\x01\x12\x1b\n\x17\x46\x41ILURE_CLASS_AMBIGUOUS\x10\x02\x12\x1b\n\x17\x46\x41ILURE_CLASS_THROTTLED\x10\x03\x12\x1e\n\x1a\x46\x41ILURE_CLASS_SERVER_ERROR\x10\x04\x12\x1c\n\x18\x46\x41ILURE_CLASS_VALIDATION\x10\x05\x12\x1f\n\x1b\x46\x41ILURE_CLASS_AUTHORIZATION\x10\x06\x12\x1a\n\x16\x46\x41ILURE_CLASS_CONFLICT\x10\x07\x12\x1f\n\x1b\x46\x41ILURE_CLASS_BUSINESS_RULE\x10\x08\x12\x1e\n\x1a\x46\x41ILURE_CLASS_CIRCUIT_OPEN\x10\t\x12\x17\n\x13\x46\x41ILURE_CLASS_TOKEN\x10\n\x12\x19\n\x15\x46\x41ILURE_CLASS_PAYLOAD\x10\x0b\x32\xd8\x01\n\x07\x41\x64\x61pter\x12@\n\x05Write\x12\x1a.chartgate.v1.WriteRequest\x1a\x1b.chartgate.v1.WriteResponse\x12\x43\n\x06Lookup\x12\x1b.chartgate.v1.LookupRequest\x1a\x1c.chartgate.v1.LookupResponse\x12\x46\n\x0bReadCurrent\x12\x1b.chartgate.v1.LookupRequest\x1a\x1a.chartgate.v1.ReadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63hartgate/v1/adapter.proto\x12\x0c\x63hartgate.v1\"4\n\x0cWriteRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\"\xfd\x01\n\rWriteResponse\x12\x0f\n\x07\x66hir_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66hir_version\x18\x02 \x01(\t\x12\x17\n\x0f\x61lready_existed\x18\x03 \x01(\x08\x12\x13\n\x0bhttp_status\x18\x04 \x01(\x05\x12\x0f\n\x07written\x18\x05 \x01(\x08\x12\x31\n\rfailure_class\x18\x06 \x01(\x0e\x32\x1a.chartgate.v1.FailureClass\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\x1b\n\x13retry_after_seconds\x18\t \x01(\x01\x12\x15\n\rprovenance_id\x18\n \x01(\t\"\\\n\rLookupRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\x12\x0f\n\x07\x66hir_id\x18\x03 \x01(\t\x12\x14\n\x0c\x66hir_version\x18\x04 \x01(\t\"\xb7\x01\n\x0eLookupResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0f\n\x07\x66hir_id\x18\x02 \x01(\t\x12\x14\n\x0c\x66hir_version\x18\x03 \x01(\t\x12\x31\n\rfailure_class\x18\x04 \x01(\x0e\x32\x1a.chartgate.v1.FailureClass\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x1b\n\x13retry_after_seconds\x18\x07 \x01(\x01\"\x9e\x01\n\x0cReadResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\x12\x14\n\x0c\x66hir_version\x18\x03 \x01(\t\x12\x31\n\rfailure_class\x18\x04 \x01(\x0e\x32\x1a.chartgate.v1.FailureClass\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"\xa6\x01\n\x10ReadBackResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x15\n\rresource_json\x18\x02 \x01(\x0c\x12\x18\n\x10provenance_found\x18\x03 \x01(\x08\x12\x31\n\rfailure_class\x18\x04 \x01(\x0e\x32\x1a.chartgate.v1.FailureClass\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t*\xf4\x02\n\x0c\x46\x61ilureClass\x12\x1d\n\x19\x46\x41ILURE_CLASS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x46\x41ILURE_CLASS_TRANSPORT\x10\x01\x12\x1b\n\x17\x46\x41ILURE_CLASS_AMBIGUOUS\x10\x02\x12\x1b\n\x17\x46\x41ILURE_CLASS_THROTTLED\x10\x03\x12\x1e\n\x1a\x46\x41ILURE_CLASS_SERVER_ERROR\x10\x04\x12\x1c\n\x18\x46\x41ILURE_CLASS_VALIDATION\x10\x05\x12\x1f\n\x1b\x46\x41ILURE_CLASS_AUTHORIZATION\x10\x06\x12\x1a\n\x16\x46\x41ILURE_CLASS_CONFLICT\x10\x07\x12\x1f\n\x1b\x46\x41ILURE_CLASS_BUSINESS_RULE\x10\x08\x12\x1e\n\x1a\x46\x41ILURE_CLASS_CIRCUIT_OPEN\x10\t\x12\x17\n\x13\x46\x41ILURE_CLASS_TOKEN\x10\n\x12\x19\n\x15\x46\x41ILURE_CLASS_PAYLOAD\x10\x0b\x32\xa1\x02\n\x07\x41\x64\x61pter\x12@\n\x05Write\x12\x1a.chartgate.v1.WriteRequest\x1a\x1b.chartgate.v1.WriteResponse\x12\x43\n\x06Lookup\x12\x1b.chartgate.v1.LookupRequest\x1a\x1c.chartgate.v1.LookupResponse\x12\x46\n\x0bReadCurrent\x12\x1b.chartgate.v1.LookupRequest\x1a\x1a.chartgate.v1.ReadResponse\x12G\n\x08ReadBack\x12\x1b.chartgate.v1.LookupRequest\x1a\x1e.chartgate.v1.ReadBackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chartgate.v1.adapter_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FAILURECLASS']._serialized_start=757
-  _globals['_FAILURECLASS']._serialized_end=1129
+  _globals['_FAILURECLASS']._serialized_start=965
+  _globals['_FAILURECLASS']._serialized_end=1337
   _globals['_WRITEREQUEST']._serialized_start=44
   _globals['_WRITEREQUEST']._serialized_end=96
   _globals['_WRITERESPONSE']._serialized_start=99
   _globals['_WRITERESPONSE']._serialized_end=352
   _globals['_LOOKUPREQUEST']._serialized_start=354
-  _globals['_LOOKUPREQUEST']._serialized_end=407
-  _globals['_LOOKUPRESPONSE']._serialized_start=410
-  _globals['_LOOKUPRESPONSE']._serialized_end=593
-  _globals['_READRESPONSE']._serialized_start=596
-  _globals['_READRESPONSE']._serialized_end=754
-  _globals['_ADAPTER']._serialized_start=1132
-  _globals['_ADAPTER']._serialized_end=1348
+  _globals['_LOOKUPREQUEST']._serialized_end=446
+  _globals['_LOOKUPRESPONSE']._serialized_start=449
+  _globals['_LOOKUPRESPONSE']._serialized_end=632
+  _globals['_READRESPONSE']._serialized_start=635
+  _globals['_READRESPONSE']._serialized_end=793
+  _globals['_READBACKRESPONSE']._serialized_start=796
+  _globals['_READBACKRESPONSE']._serialized_end=962
+  _globals['_ADAPTER']._serialized_start=1340
+  _globals['_ADAPTER']._serialized_end=1629
 # @@protoc_insertion_point(module_scope)

@@ -65,12 +65,16 @@ class WriteResponse(_message.Message):
     def __init__(self, fhir_id: _Optional[str] = ..., fhir_version: _Optional[str] = ..., already_existed: _Optional[bool] = ..., http_status: _Optional[int] = ..., written: _Optional[bool] = ..., failure_class: _Optional[_Union[FailureClass, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., retry_after_seconds: _Optional[float] = ..., provenance_id: _Optional[str] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("token", "resource_json")
+    __slots__ = ("token", "resource_json", "fhir_id", "fhir_version")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    FHIR_ID_FIELD_NUMBER: _ClassVar[int]
+    FHIR_VERSION_FIELD_NUMBER: _ClassVar[int]
     token: str
     resource_json: bytes
-    def __init__(self, token: _Optional[str] = ..., resource_json: _Optional[bytes] = ...) -> None: ...
+    fhir_id: str
+    fhir_version: str
+    def __init__(self, token: _Optional[str] = ..., resource_json: _Optional[bytes] = ..., fhir_id: _Optional[str] = ..., fhir_version: _Optional[str] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("found", "fhir_id", "fhir_version", "failure_class", "reason", "message", "retry_after_seconds")
@@ -105,3 +109,19 @@ class ReadResponse(_message.Message):
     reason: str
     message: str
     def __init__(self, found: _Optional[bool] = ..., resource_json: _Optional[bytes] = ..., fhir_version: _Optional[str] = ..., failure_class: _Optional[_Union[FailureClass, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ReadBackResponse(_message.Message):
+    __slots__ = ("found", "resource_json", "provenance_found", "failure_class", "reason", "message")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FOUND_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    resource_json: bytes
+    provenance_found: bool
+    failure_class: FailureClass
+    reason: str
+    message: str
+    def __init__(self, found: _Optional[bool] = ..., resource_json: _Optional[bytes] = ..., provenance_found: _Optional[bool] = ..., failure_class: _Optional[_Union[FailureClass, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

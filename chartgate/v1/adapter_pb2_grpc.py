@@ -49,6 +49,11 @@ class AdapterStub:
                 request_serializer=chartgate_dot_v1_dot_adapter__pb2.LookupRequest.SerializeToString,
                 response_deserializer=chartgate_dot_v1_dot_adapter__pb2.ReadResponse.FromString,
                 _registered_method=True)
+        self.ReadBack = channel.unary_unary(
+                '/chartgate.v1.Adapter/ReadBack',
+                request_serializer=chartgate_dot_v1_dot_adapter__pb2.LookupRequest.SerializeToString,
+                response_deserializer=chartgate_dot_v1_dot_adapter__pb2.ReadBackResponse.FromString,
+                _registered_method=True)
 
 
 class AdapterServicer:
@@ -77,6 +82,14 @@ class AdapterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadBack(self, request, context):
+        """Reads back the exact version a write stored, and whether its Provenance exists, with a
+        one-use look-up token: only the proposal's own resource, in the token's patient's chart.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdapterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +107,11 @@ def add_AdapterServicer_to_server(servicer, server):
                     servicer.ReadCurrent,
                     request_deserializer=chartgate_dot_v1_dot_adapter__pb2.LookupRequest.FromString,
                     response_serializer=chartgate_dot_v1_dot_adapter__pb2.ReadResponse.SerializeToString,
+            ),
+            'ReadBack': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadBack,
+                    request_deserializer=chartgate_dot_v1_dot_adapter__pb2.LookupRequest.FromString,
+                    response_serializer=chartgate_dot_v1_dot_adapter__pb2.ReadBackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +195,33 @@ class Adapter:
             '/chartgate.v1.Adapter/ReadCurrent',
             chartgate_dot_v1_dot_adapter__pb2.LookupRequest.SerializeToString,
             chartgate_dot_v1_dot_adapter__pb2.ReadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadBack(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chartgate.v1.Adapter/ReadBack',
+            chartgate_dot_v1_dot_adapter__pb2.LookupRequest.SerializeToString,
+            chartgate_dot_v1_dot_adapter__pb2.ReadBackResponse.FromString,
             options,
             channel_credentials,
             insecure,

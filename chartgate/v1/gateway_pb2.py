@@ -24,31 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63hartgate/v1/gateway.proto\x12\x0c\x63hartgate.v1\"\xcb\x02\n\x0eProposeRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x15\n\rresource_type\x18\x03 \x01(\t\x12\x15\n\rresource_json\x18\x04 \x01(\t\x12\x12\n\npatient_id\x18\x05 \x01(\t\x12\x14\n\x0c\x65ncounter_id\x18\x06 \x01(\t\x12\x16\n\x0epurpose_of_use\x18\x07 \x01(\t\x12\x14\n\x0con_behalf_of\x18\x08 \x01(\t\x12\x15\n\rmodel_version\x18\t \x01(\t\x12\x16\n\x0eprompt_version\x18\n \x01(\t\x12\x12\n\nconfidence\x18\x0b \x01(\x01\x12 \n\x04mode\x18\x0c \x01(\x0e\x32\x12.chartgate.v1.Mode\x12\x15\n\revidence_refs\x18\r \x03(\t\x12\x10\n\x08trace_id\x18\x0e \x01(\t\"5\n\x06Reason\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\"\x8e\x04\n\x08Proposal\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.chartgate.v1.ProposalState\x12 \n\x04tier\x18\x04 \x01(\x0e\x32\x12.chartgate.v1.Tier\x12%\n\x07reasons\x18\x05 \x03(\x0b\x32\x14.chartgate.v1.Reason\x12\x16\n\x0epayload_sha256\x18\x06 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\x07 \x01(\t\x12\x0f\n\x07\x66hir_id\x18\x08 \x01(\t\x12\x14\n\x0c\x66hir_version\x18\t \x01(\t\x12\x15\n\rresource_type\x18\n \x01(\t\x12\x0c\n\x04tool\x18\x0b \x01(\t\x12\x10\n\x08trace_id\x18\x0c \x01(\t\x12\x12\n\ncreated_at\x18\r \x01(\t\x12\x12\n\nupdated_at\x18\x0e \x01(\t\x12\x1a\n\x12\x61pprovals_required\x18\x0f \x01(\x05\x12\x17\n\x0f\x61pprovals_given\x18\x10 \x01(\x05\x12\x12\n\nexpires_at\x18\x11 \x01(\t\x12\x12\n\nsupersedes\x18\x12 \x01(\t\x12\x15\n\rsuperseded_by\x18\x13 \x01(\t\x12\x34\n\x10\x64\x65\x63ision_receipt\x18\x14 \x01(\x0b\x32\x1a.chartgate.v1.AuditReceipt\"Y\n\x0c\x41uditReceipt\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x12\n\nleaf_index\x18\x02 \x01(\x04\x12\x11\n\tleaf_hash\x18\x03 \x01(\t\x12\x12\n\ncheckpoint\x18\x04 \x01(\t\")\n\x12GetProposalRequest\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\"+\n\x14WatchProposalRequest\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t*\xb9\x04\n\rProposalState\x12\x1e\n\x1aPROPOSAL_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17PROPOSAL_STATE_RECEIVED\x10\x01\x12\x1c\n\x18PROPOSAL_STATE_VALIDATED\x10\x02\x12\x1a\n\x16PROPOSAL_STATE_INVALID\x10\x03\x12\x1a\n\x16PROPOSAL_STATE_BLOCKED\x10\x04\x12#\n\x1fPROPOSAL_STATE_PENDING_APPROVAL\x10\x05\x12\x1b\n\x17PROPOSAL_STATE_APPROVED\x10\x06\x12\x1b\n\x17PROPOSAL_STATE_REJECTED\x10\x07\x12\x1a\n\x16PROPOSAL_STATE_EXPIRED\x10\x08\x12\x1d\n\x19PROPOSAL_STATE_SUPERSEDED\x10\t\x12\x1c\n\x18PROPOSAL_STATE_SUBMITTED\x10\n\x12\x1b\n\x17PROPOSAL_STATE_ACCEPTED\x10\x0b\x12#\n\x1fPROPOSAL_STATE_FAILED_RETRYABLE\x10\x0c\x12\x1f\n\x1bPROPOSAL_STATE_FAILED_FINAL\x10\r\x12\x1c\n\x18PROPOSAL_STATE_AMBIGUOUS\x10\x0e\x12 \n\x1cPROPOSAL_STATE_DEAD_LETTERED\x10\x0f\x12\x1d\n\x19PROPOSAL_STATE_RECONCILED\x10\x10\x12\x1b\n\x17PROPOSAL_STATE_MISMATCH\x10\x11*n\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x13\n\x0fTIER_AUTONOMOUS\x10\x01\x12\x11\n\rTIER_APPROVAL\x10\x02\x12\x16\n\x12TIER_DUAL_APPROVAL\x10\x03\x12\x10\n\x0cTIER_BLOCKED\x10\x04*;\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_LIVE\x10\x01\x12\x0e\n\nMODE_BATCH\x10\x02\x32\xe6\x01\n\x0bToolGateway\x12?\n\x07Propose\x12\x1c.chartgate.v1.ProposeRequest\x1a\x16.chartgate.v1.Proposal\x12G\n\x0bGetProposal\x12 .chartgate.v1.GetProposalRequest\x1a\x16.chartgate.v1.Proposal\x12M\n\rWatchProposal\x12\".chartgate.v1.WatchProposalRequest\x1a\x16.chartgate.v1.Proposal0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63hartgate/v1/gateway.proto\x12\x0c\x63hartgate.v1\"\xcb\x02\n\x0eProposeRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x15\n\rresource_type\x18\x03 \x01(\t\x12\x15\n\rresource_json\x18\x04 \x01(\t\x12\x12\n\npatient_id\x18\x05 \x01(\t\x12\x14\n\x0c\x65ncounter_id\x18\x06 \x01(\t\x12\x16\n\x0epurpose_of_use\x18\x07 \x01(\t\x12\x14\n\x0con_behalf_of\x18\x08 \x01(\t\x12\x15\n\rmodel_version\x18\t \x01(\t\x12\x16\n\x0eprompt_version\x18\n \x01(\t\x12\x12\n\nconfidence\x18\x0b \x01(\x01\x12 \n\x04mode\x18\x0c \x01(\x0e\x32\x12.chartgate.v1.Mode\x12\x15\n\revidence_refs\x18\r \x03(\t\x12\x10\n\x08trace_id\x18\x0e \x01(\t\"5\n\x06Reason\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\"\xc4\x04\n\x08Proposal\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.chartgate.v1.ProposalState\x12 \n\x04tier\x18\x04 \x01(\x0e\x32\x12.chartgate.v1.Tier\x12%\n\x07reasons\x18\x05 \x03(\x0b\x32\x14.chartgate.v1.Reason\x12\x16\n\x0epayload_sha256\x18\x06 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\x07 \x01(\t\x12\x0f\n\x07\x66hir_id\x18\x08 \x01(\t\x12\x14\n\x0c\x66hir_version\x18\t \x01(\t\x12\x15\n\rresource_type\x18\n \x01(\t\x12\x0c\n\x04tool\x18\x0b \x01(\t\x12\x10\n\x08trace_id\x18\x0c \x01(\t\x12\x12\n\ncreated_at\x18\r \x01(\t\x12\x12\n\nupdated_at\x18\x0e \x01(\t\x12\x1a\n\x12\x61pprovals_required\x18\x0f \x01(\x05\x12\x17\n\x0f\x61pprovals_given\x18\x10 \x01(\x05\x12\x12\n\nexpires_at\x18\x11 \x01(\t\x12\x12\n\nsupersedes\x18\x12 \x01(\t\x12\x15\n\rsuperseded_by\x18\x13 \x01(\t\x12\x34\n\x10\x64\x65\x63ision_receipt\x18\x14 \x01(\x0b\x32\x1a.chartgate.v1.AuditReceipt\x12\x34\n\x0ereconciliation\x18\x15 \x01(\x0b\x32\x1c.chartgate.v1.Reconciliation\":\n\nDifference\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08severity\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\"x\n\x0eReconciliation\x12\x0e\n\x06result\x18\x01 \x01(\t\x12-\n\x0b\x64ifferences\x18\x02 \x03(\x0b\x32\x18.chartgate.v1.Difference\x12\x12\n\nchecked_at\x18\x03 \x01(\t\x12\x13\n\x0blag_seconds\x18\x04 \x01(\x01\"Y\n\x0c\x41uditReceipt\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x12\n\nleaf_index\x18\x02 \x01(\x04\x12\x11\n\tleaf_hash\x18\x03 \x01(\t\x12\x12\n\ncheckpoint\x18\x04 \x01(\t\")\n\x12GetProposalRequest\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\"+\n\x14WatchProposalRequest\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t*\xb9\x04\n\rProposalState\x12\x1e\n\x1aPROPOSAL_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17PROPOSAL_STATE_RECEIVED\x10\x01\x12\x1c\n\x18PROPOSAL_STATE_VALIDATED\x10\x02\x12\x1a\n\x16PROPOSAL_STATE_INVALID\x10\x03\x12\x1a\n\x16PROPOSAL_STATE_BLOCKED\x10\x04\x12#\n\x1fPROPOSAL_STATE_PENDING_APPROVAL\x10\x05\x12\x1b\n\x17PROPOSAL_STATE_APPROVED\x10\x06\x12\x1b\n\x17PROPOSAL_STATE_REJECTED\x10\x07\x12\x1a\n\x16PROPOSAL_STATE_EXPIRED\x10\x08\x12\x1d\n\x19PROPOSAL_STATE_SUPERSEDED\x10\t\x12\x1c\n\x18PROPOSAL_STATE_SUBMITTED\x10\n\x12\x1b\n\x17PROPOSAL_STATE_ACCEPTED\x10\x0b\x12#\n\x1fPROPOSAL_STATE_FAILED_RETRYABLE\x10\x0c\x12\x1f\n\x1bPROPOSAL_STATE_FAILED_FINAL\x10\r\x12\x1c\n\x18PROPOSAL_STATE_AMBIGUOUS\x10\x0e\x12 \n\x1cPROPOSAL_STATE_DEAD_LETTERED\x10\x0f\x12\x1d\n\x19PROPOSAL_STATE_RECONCILED\x10\x10\x12\x1b\n\x17PROPOSAL_STATE_MISMATCH\x10\x11*n\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x13\n\x0fTIER_AUTONOMOUS\x10\x01\x12\x11\n\rTIER_APPROVAL\x10\x02\x12\x16\n\x12TIER_DUAL_APPROVAL\x10\x03\x12\x10\n\x0cTIER_BLOCKED\x10\x04*;\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_LIVE\x10\x01\x12\x0e\n\nMODE_BATCH\x10\x02\x32\xe6\x01\n\x0bToolGateway\x12?\n\x07Propose\x12\x1c.chartgate.v1.ProposeRequest\x1a\x16.chartgate.v1.Proposal\x12G\n\x0bGetProposal\x12 .chartgate.v1.GetProposalRequest\x1a\x16.chartgate.v1.Proposal\x12M\n\rWatchProposal\x12\".chartgate.v1.WatchProposalRequest\x1a\x16.chartgate.v1.Proposal0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chartgate.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROPOSALSTATE']._serialized_start=1142
-  _globals['_PROPOSALSTATE']._serialized_end=1711
-  _globals['_TIER']._serialized_start=1713
-  _globals['_TIER']._serialized_end=1823
-  _globals['_MODE']._serialized_start=1825
-  _globals['_MODE']._serialized_end=1884
+  _globals['_PROPOSALSTATE']._serialized_start=1378
+  _globals['_PROPOSALSTATE']._serialized_end=1947
+  _globals['_TIER']._serialized_start=1949
+  _globals['_TIER']._serialized_end=2059
+  _globals['_MODE']._serialized_start=2061
+  _globals['_MODE']._serialized_end=2120
   _globals['_PROPOSEREQUEST']._serialized_start=45
   _globals['_PROPOSEREQUEST']._serialized_end=376
   _globals['_REASON']._serialized_start=378
   _globals['_REASON']._serialized_end=431
   _globals['_PROPOSAL']._serialized_start=434
-  _globals['_PROPOSAL']._serialized_end=960
-  _globals['_AUDITRECEIPT']._serialized_start=962
-  _globals['_AUDITRECEIPT']._serialized_end=1051
-  _globals['_GETPROPOSALREQUEST']._serialized_start=1053
-  _globals['_GETPROPOSALREQUEST']._serialized_end=1094
-  _globals['_WATCHPROPOSALREQUEST']._serialized_start=1096
-  _globals['_WATCHPROPOSALREQUEST']._serialized_end=1139
-  _globals['_TOOLGATEWAY']._serialized_start=1887
-  _globals['_TOOLGATEWAY']._serialized_end=2117
+  _globals['_PROPOSAL']._serialized_end=1014
+  _globals['_DIFFERENCE']._serialized_start=1016
+  _globals['_DIFFERENCE']._serialized_end=1074
+  _globals['_RECONCILIATION']._serialized_start=1076
+  _globals['_RECONCILIATION']._serialized_end=1196
+  _globals['_AUDITRECEIPT']._serialized_start=1198
+  _globals['_AUDITRECEIPT']._serialized_end=1287
+  _globals['_GETPROPOSALREQUEST']._serialized_start=1289
+  _globals['_GETPROPOSALREQUEST']._serialized_end=1330
+  _globals['_WATCHPROPOSALREQUEST']._serialized_start=1332
+  _globals['_WATCHPROPOSALREQUEST']._serialized_end=1375
+  _globals['_TOOLGATEWAY']._serialized_start=2123
+  _globals['_TOOLGATEWAY']._serialized_end=2353
 # @@protoc_insertion_point(module_scope)

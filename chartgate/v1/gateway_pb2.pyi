@@ -111,7 +111,7 @@ class Reason(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class Proposal(_message.Message):
-    __slots__ = ("proposal_id", "idempotency_key", "state", "tier", "reasons", "payload_sha256", "policy_revision", "fhir_id", "fhir_version", "resource_type", "tool", "trace_id", "created_at", "updated_at", "approvals_required", "approvals_given", "expires_at", "supersedes", "superseded_by", "decision_receipt")
+    __slots__ = ("proposal_id", "idempotency_key", "state", "tier", "reasons", "payload_sha256", "policy_revision", "fhir_id", "fhir_version", "resource_type", "tool", "trace_id", "created_at", "updated_at", "approvals_required", "approvals_given", "expires_at", "supersedes", "superseded_by", "decision_receipt", "reconciliation")
     PROPOSAL_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class Proposal(_message.Message):
     SUPERSEDES_FIELD_NUMBER: _ClassVar[int]
     SUPERSEDED_BY_FIELD_NUMBER: _ClassVar[int]
     DECISION_RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    RECONCILIATION_FIELD_NUMBER: _ClassVar[int]
     proposal_id: str
     idempotency_key: str
     state: ProposalState
@@ -152,7 +153,30 @@ class Proposal(_message.Message):
     supersedes: str
     superseded_by: str
     decision_receipt: AuditReceipt
-    def __init__(self, proposal_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., state: _Optional[_Union[ProposalState, str]] = ..., tier: _Optional[_Union[Tier, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., payload_sha256: _Optional[str] = ..., policy_revision: _Optional[str] = ..., fhir_id: _Optional[str] = ..., fhir_version: _Optional[str] = ..., resource_type: _Optional[str] = ..., tool: _Optional[str] = ..., trace_id: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., approvals_required: _Optional[int] = ..., approvals_given: _Optional[int] = ..., expires_at: _Optional[str] = ..., supersedes: _Optional[str] = ..., superseded_by: _Optional[str] = ..., decision_receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ...) -> None: ...
+    reconciliation: Reconciliation
+    def __init__(self, proposal_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., state: _Optional[_Union[ProposalState, str]] = ..., tier: _Optional[_Union[Tier, str]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., payload_sha256: _Optional[str] = ..., policy_revision: _Optional[str] = ..., fhir_id: _Optional[str] = ..., fhir_version: _Optional[str] = ..., resource_type: _Optional[str] = ..., tool: _Optional[str] = ..., trace_id: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., approvals_required: _Optional[int] = ..., approvals_given: _Optional[int] = ..., expires_at: _Optional[str] = ..., supersedes: _Optional[str] = ..., superseded_by: _Optional[str] = ..., decision_receipt: _Optional[_Union[AuditReceipt, _Mapping]] = ..., reconciliation: _Optional[_Union[Reconciliation, _Mapping]] = ...) -> None: ...
+
+class Difference(_message.Message):
+    __slots__ = ("path", "severity", "kind")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    severity: str
+    kind: str
+    def __init__(self, path: _Optional[str] = ..., severity: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class Reconciliation(_message.Message):
+    __slots__ = ("result", "differences", "checked_at", "lag_seconds")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCES_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    result: str
+    differences: _containers.RepeatedCompositeFieldContainer[Difference]
+    checked_at: str
+    lag_seconds: float
+    def __init__(self, result: _Optional[str] = ..., differences: _Optional[_Iterable[_Union[Difference, _Mapping]]] = ..., checked_at: _Optional[str] = ..., lag_seconds: _Optional[float] = ...) -> None: ...
 
 class AuditReceipt(_message.Message):
     __slots__ = ("origin", "leaf_index", "leaf_hash", "checkpoint")

@@ -64,6 +64,11 @@ class ReviewStub:
                 request_serializer=chartgate_dot_v1_dot_review__pb2.GetHistoryRequest.SerializeToString,
                 response_deserializer=chartgate_dot_v1_dot_review__pb2.History.FromString,
                 _registered_method=True)
+        self.ListMismatches = channel.unary_unary(
+                '/chartgate.v1.Review/ListMismatches',
+                request_serializer=chartgate_dot_v1_dot_review__pb2.ListPendingRequest.SerializeToString,
+                response_deserializer=chartgate_dot_v1_dot_review__pb2.ListPendingResponse.FromString,
+                _registered_method=True)
         self.ListDeadLetters = channel.unary_unary(
                 '/chartgate.v1.Review/ListDeadLetters',
                 request_serializer=chartgate_dot_v1_dot_review__pb2.ListDeadLettersRequest.SerializeToString,
@@ -122,6 +127,14 @@ class ReviewServicer:
 
     def GetHistory(self, request, context):
         """The proposal's lifecycle: proposed, decided, each approval, amendment, the write's outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMismatches(self, request, context):
+        """Written resources the EHR stored differently than intended (a meaning-changing difference),
+        with the differences (Proposal.reconciliation), for a reviewer to look at; oldest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -187,6 +200,11 @@ def add_ReviewServicer_to_server(servicer, server):
                     servicer.GetHistory,
                     request_deserializer=chartgate_dot_v1_dot_review__pb2.GetHistoryRequest.FromString,
                     response_serializer=chartgate_dot_v1_dot_review__pb2.History.SerializeToString,
+            ),
+            'ListMismatches': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMismatches,
+                    request_deserializer=chartgate_dot_v1_dot_review__pb2.ListPendingRequest.FromString,
+                    response_serializer=chartgate_dot_v1_dot_review__pb2.ListPendingResponse.SerializeToString,
             ),
             'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeadLetters,
@@ -371,6 +389,33 @@ class Review:
             '/chartgate.v1.Review/GetHistory',
             chartgate_dot_v1_dot_review__pb2.GetHistoryRequest.SerializeToString,
             chartgate_dot_v1_dot_review__pb2.History.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMismatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chartgate.v1.Review/ListMismatches',
+            chartgate_dot_v1_dot_review__pb2.ListPendingRequest.SerializeToString,
+            chartgate_dot_v1_dot_review__pb2.ListPendingResponse.FromString,
             options,
             channel_credentials,
             insecure,

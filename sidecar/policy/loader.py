@@ -18,6 +18,7 @@ TEST_SUFFIX = "_test.rego"
 # library's tables (chartgate_library) are policy and change only with a policy release.
 OPERATOR_KEYS = frozenset({"chartgate_config"})
 
+
 @dataclass(frozen=True, slots=True)
 class PolicyModule:
     """One Rego source file: its name relative to the policy directory, and its text."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import random
 import sqlite3
@@ -20,7 +21,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol, TypeVar
 
-from sidecar.adapter_client import AdapterOutcome, LookupOutcome, ReadOutcome
+from sidecar.adapter_client import (
+    AdapterOutcome,
+    LookupOutcome,
+    ReadBackOutcome,
+    ReadOutcome,
+)
 from sidecar.audit.events import (
     AuditEvent,
     DeadLetterDiscarded,
@@ -35,6 +41,7 @@ from sidecar.audit.events import (
     TokenMinted,
     WriteDeadLettered,
     WriteOutcome,
+    WriteReconciled,
     WriteSubmitted,
     action_of,
 )
@@ -55,6 +62,7 @@ from sidecar.policy.engine import Decision, PolicyEngine, Tier, deny
 from sidecar.policy.input import build_input
 from sidecar.proposals.delivery import BACKPRESSURE, Delivery, RetryPolicy, verdict
 from sidecar.proposals.lifecycle import State
+from sidecar.reconcile.compare import Difference, Severity, compare, worst
 from sidecar.storage.records import ApprovalRecord, ProposalContext, ProposalQuery, ProposalRecord
 from sidecar.storage.store import ProposalStore
 from sidecar.tokens.mint import MintedToken, TokenMinter, WriteGrant, WriteProvenance
@@ -90,6 +98,10 @@ class AdapterPort(Protocol):
     def lookup(self, token: str, canonical_payload: bytes) -> LookupOutcome: ...
 
     def read_current(self, token: str, canonical_payload: bytes) -> ReadOutcome: ...
+
+    def read_back(
+        self, token: str, canonical_payload: bytes, fhir_id: str, fhir_version: str
+    ) -> ReadBackOutcome: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,7 +424,109 @@ class ProposalService:
                 continue
             if after.state is not record.state or after.delivery != record.delivery:
                 moved += 1
+        if self._config.reconcile_writes:
+            moved += self._sweep_reconciliations(limit)
         return moved
+
+    def _sweep_reconciliations(self, limit: int) -> int:
+        moved = 0
+        for record in guard_storage(
+            lambda: self._store.find(ProposalQuery(states=(State.ACCEPTED,), limit=limit))
+        ):
+            try:
+                after = self.reconcile(record)
+            except ChartgateError as exc:  # another replica moved it, the log is full, ...
+                log.warning("could not reconcile %s: %s", record.proposal_id, exc.reason)
+                continue
+            moved += after.state is not record.state
+        return moved
+
+    # --- reconciliation: read the write back and compare (sidecar/reconcile/) --------------------
+
+    def reconcile(self, record: ProposalRecord) -> ProposalRecord:
+        """Read an accepted write back (the exact version stored, through the adapter) and compare
+        it with what was intended: nothing or only normalisations differ → `reconciled`; a
+        meaning-changing difference, the write gone, or its Provenance missing → `mismatch`, with
+        the differences (paths and kinds) for a reviewer. A read-back without an answer is tried
+        again with backoff; past the retry budget it is a mismatch (`unreadable`)."""
+        if record.state is not State.ACCEPTED or not record.fhir_id:
+            return record
+        now = self._clock()
+        state = dict(record.reconciliation)
+        attempts = int(state.get("attempts", 0) or 0)
+        # When it was accepted: the lag is measured from there (a retried read-back moves
+        # updated_at, so the first attempt keeps it).
+        accepted_at = float(
+            state.get("accepted_at")
+            or (parse_time(record.updated_at).timestamp() if record.updated_at else now)
+        )
+        if float(state.get("next_at", 0) or 0) > now:
+            return record
+        token = self._token(record, lookup=True)
+        assert token is not None  # look-up tokens do not depend on the approval window
+        read = self._adapter.read_back(
+            token.minted.token, record.payload, record.fhir_id, record.fhir_version
+        )
+        if read.failure and attempts + 1 < self._retry.max_attempts:
+            wait = self._retry.delay(attempts + 1, 0.0, self._rng)
+            return guard_storage(
+                lambda: self._store.update(
+                    record.proposal_id,
+                    State.ACCEPTED,
+                    reconciliation={
+                        **state,
+                        "accepted_at": accepted_at,
+                        "attempts": attempts + 1,
+                        "next_at": now + max(wait, 0.2),
+                        "last_failure": read.reason or read.failure,
+                    },
+                )
+            )
+        differences: list[Difference] = []
+        stored_sha = ""
+        if read.failure:
+            differences.append(Difference("", Severity.MEANING, "unreadable"))
+        elif not read.found:
+            differences.append(Difference("", Severity.MEANING, "version_missing"))
+        else:
+            stored_sha = hashlib.sha256(read.resource_json).hexdigest()
+            try:
+                stored = json.loads(read.resource_json)
+                intended = json.loads(record.payload)
+            except ValueError:
+                stored, intended = None, None
+            if not isinstance(stored, dict) or not isinstance(intended, dict):
+                differences.append(Difference("", Severity.MEANING, "unreadable"))
+            else:
+                differences.extend(compare(intended, stored))
+            if not read.provenance_found:
+                differences.append(Difference("Provenance", Severity.MEANING, "missing"))
+        target = State.MISMATCH if worst(differences) is Severity.MEANING else State.RECONCILED
+        result = {
+            "result": target.value,
+            "differences": [d.to_json() for d in differences],
+            "checked_at": rfc3339(datetime.fromtimestamp(now, tz=UTC)),
+            "lag_seconds": round(max(0.0, now - accepted_at), 3),
+            "attempts": attempts + 1,
+        }
+        self.audit(
+            WriteReconciled(
+                proposal_id=record.proposal_id,
+                result=target.value,
+                fhir_id=record.fhir_id,
+                fhir_version=record.fhir_version,
+                intended_sha256=record.payload_sha256,
+                stored_sha256=stored_sha,
+                mismatched_fields=[
+                    d.path or d.kind for d in differences if d.severity is Severity.MEANING
+                ],
+            )
+        )
+        return guard_storage(
+            lambda: self._store.transition(
+                record.proposal_id, State.ACCEPTED, target, reconciliation=result
+            )
+        )
 
     def decide(self, record: ProposalRecord) -> ProposalRecord:
         """From `validated`: audit the proposal, evaluate policy, then hold, block or submit."""
@@ -572,15 +686,15 @@ class ProposalService:
                 if remaining < 1:
                     return None
                 ttl_seconds = remaining if ttl_seconds is None else min(ttl_seconds, remaining)
-        provenance = None
-        if not lookup:
-            ctx = record.context
-            provenance = WriteProvenance(
-                model_version=ctx.model_version,
-                prompt_version=ctx.prompt_version,
-                evidence_refs=tuple(ctx.evidence_refs),
-                reviewers=tuple(a.fhir_user or f"{a.issuer}#{a.subject}" for a in counted),
-            )
+        # Look-up tokens carry it too: a read-back that finds the Provenance missing (a write
+        # whose answer was lost never got one) writes it then.
+        ctx = record.context
+        provenance = WriteProvenance(
+            model_version=ctx.model_version,
+            prompt_version=ctx.prompt_version,
+            evidence_refs=tuple(ctx.evidence_refs),
+            reviewers=tuple(a.fhir_user or f"{a.issuer}#{a.subject}" for a in counted),
+        )
         letters = "rs" if lookup else _SCOPE_LETTER.get(record.operation, "?")
         scope = f"patient/{record.resource_type}.{letters}"
         minted = self._minter.mint(

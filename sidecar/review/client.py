@@ -62,6 +62,15 @@ class ReviewClient:
         response: review_pb2.ListPendingResponse = self._call(self._stub.ListPending, request)
         return list(response.items)
 
+    def mismatches(self, **filters: Any) -> list[review_pb2.ReviewItem]:
+        """Written resources the EHR stored differently than intended (ListMismatches)."""
+        tier = filters.pop("tier", None)
+        request = review_pb2.ListPendingRequest(
+            tier=TIERS.get(tier or "", gateway_pb2.TIER_UNSPECIFIED), **filters
+        )
+        response: review_pb2.ListPendingResponse = self._call(self._stub.ListMismatches, request)
+        return list(response.items)
+
     def show(self, proposal_id: str) -> review_pb2.ReviewItem:
         item: review_pb2.ReviewItem = self._call(
             self._stub.GetReview, review_pb2.GetReviewRequest(proposal_id=proposal_id)

@@ -42,6 +42,15 @@ def add_review_parser(sub: Any) -> None:
     a.add_argument("--resource-type", default="", help="e.g. Observation")
     a.add_argument("--min-age", type=int, default=0, help="held at least this many seconds")
     a.add_argument("--limit", type=int, default=50)
+    a = actions.add_parser(
+        "mismatches",
+        help="written resources the EHR stored differently than intended, with the differences",
+    )
+    common(a)
+    a.add_argument("--tenant", default="", help="one of the reviewer's tenants")
+    a.add_argument("--patient", default="", help="a patient id")
+    a.add_argument("--resource-type", default="", help="e.g. Observation")
+    a.add_argument("--limit", type=int, default=50)
     for name, help_text in (
         ("show", "one proposal: the resource, evidence, tier, reasons, approvals, expiry"),
         ("approve", "approve the payload shown now (or --payload-sha256 the one reviewed)"),
@@ -95,6 +104,14 @@ def review_command(args: argparse.Namespace) -> int:
                     patient_id=args.patient,
                     resource_type=args.resource_type,
                     min_age_seconds=args.min_age,
+                    limit=args.limit,
+                ):
+                    print_message(item)
+            elif action == "mismatches":
+                for item in client.mismatches(
+                    tenant_id=args.tenant,
+                    patient_id=args.patient,
+                    resource_type=args.resource_type,
                     limit=args.limit,
                 ):
                     print_message(item)

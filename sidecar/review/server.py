@@ -20,6 +20,7 @@ from sidecar.errors import (
     UnparseableRequest,
 )
 from sidecar.proposals.delivery import Delivery
+from sidecar.proposals.lifecycle import State
 from sidecar.review.auth import Reviewer, ReviewerAuthenticator, ReviewerAuthError
 from sidecar.review.deadletters import DeadLetterService
 from sidecar.review.service import ReviewService, ReviewView, approvals_counted
@@ -160,6 +161,25 @@ class ReviewServicer:
                 resource_type=request.resource_type[:64] or None,
                 min_age_seconds=max(0, request.min_age_seconds),
                 limit=request.limit or 100,
+            )
+            return review_pb2.ListPendingResponse(items=[to_item(v) for v in views])
+
+        return _guard(context, run)
+
+    def ListMismatches(
+        self, request: review_pb2.ListPendingRequest, context: grpc.ServicerContext
+    ) -> review_pb2.ListPendingResponse:
+        def run() -> review_pb2.ListPendingResponse:
+            _parsed(request)
+            views = self._service.list_pending(
+                self._reviewer(context),
+                tenant_id=request.tenant_id[:128] or None,
+                tier=_TIER_NAMES.get(request.tier),
+                patient_id=request.patient_id[:64] or None,
+                resource_type=request.resource_type[:64] or None,
+                min_age_seconds=max(0, request.min_age_seconds),
+                limit=request.limit or 100,
+                state=State.MISMATCH,
             )
             return review_pb2.ListPendingResponse(items=[to_item(v) for v in views])
 
@@ -309,6 +329,11 @@ def add_review(servicer: ReviewServicer, server: grpc.Server) -> None:
     methods: dict[str, tuple[Any, type[Message], Any]] = {
         "ListPending": (
             servicer.ListPending,
+            review_pb2.ListPendingRequest,
+            review_pb2.ListPendingResponse,
+        ),
+        "ListMismatches": (
+            servicer.ListMismatches,
             review_pb2.ListPendingRequest,
             review_pb2.ListPendingResponse,
         ),

@@ -167,7 +167,12 @@ class ReviewService:
         resource_type: str | None = None,
         min_age_seconds: int = 0,
         limit: int = 100,
+        state: State = State.PENDING_APPROVAL,
     ) -> list[ReviewView]:
+        """Proposals of the reviewer's tenants in `state` (held ones by default; `mismatch`: the
+        written resources the EHR stored differently, for a reviewer to look at)."""
+        if state not in (State.PENDING_APPROVAL, State.MISMATCH):
+            raise ReviewNotPossible("only held proposals and mismatches are listed for review")
         tenants = [t for t in reviewer.tenants if tenant_id in (None, "", t)]
         created_before = None
         if min_age_seconds > 0:
@@ -176,7 +181,7 @@ class ReviewService:
         for tenant in tenants:
             query = ProposalQuery(
                 tenant_id=tenant,
-                states=(State.PENDING_APPROVAL,),
+                states=(state,),
                 tier=tier or None,
                 patient_id=patient_id or None,
                 resource_type=resource_type or None,

@@ -95,6 +95,27 @@ def to_message(record: ProposalRecord, approvals_given: int = 0) -> gateway_pb2.
         supersedes=record.supersedes,
         superseded_by=record.superseded_by,
         decision_receipt=_receipt(record.receipt),
+        reconciliation=_reconciliation(record.reconciliation),
+    )
+
+
+def _reconciliation(value: Mapping[str, Any]) -> gateway_pb2.Reconciliation | None:
+    if not value.get("result"):
+        return None
+    lag = value.get("lag_seconds", 0.0)
+    return gateway_pb2.Reconciliation(
+        result=str(value["result"]),
+        differences=[
+            gateway_pb2.Difference(
+                path=str(d.get("path", "")),
+                severity=str(d.get("severity", "")),
+                kind=str(d.get("kind", "")),
+            )
+            for d in value.get("differences", [])
+            if isinstance(d, Mapping)
+        ],
+        checked_at=str(value.get("checked_at", "")),
+        lag_seconds=float(lag) if isinstance(lag, int | float) else 0.0,
     )
 
 

@@ -126,7 +126,10 @@ def test_an_approved_write_is_clinician_asserted_too_and_names_its_reviewer(
     ReviewClient(stack.review_target, token).approve(held.proposal_id)
     deadline = time.monotonic() + 20
     with ChartgateClient(stack.sidecar_target) as agent:
-        while agent.get(held.proposal_id).state != gateway_pb2.PROPOSAL_STATE_ACCEPTED:
+        while agent.get(held.proposal_id).state not in (
+            gateway_pb2.PROPOSAL_STATE_ACCEPTED,
+            gateway_pb2.PROPOSAL_STATE_RECONCILED,
+        ):
             assert time.monotonic() < deadline
             time.sleep(0.1)
     resource = stored(stack, held.proposal_id)

@@ -307,7 +307,7 @@ def test_the_agent_watches_its_proposal_land_when_another_process_approves(
     watcher.join(timeout=30)
     assert not watcher.is_alive()
     assert seen[0] == gateway_pb2.PROPOSAL_STATE_PENDING_APPROVAL
-    assert seen[-1] == gateway_pb2.PROPOSAL_STATE_ACCEPTED
+    assert seen[-1] in (gateway_pb2.PROPOSAL_STATE_ACCEPTED, gateway_pb2.PROPOSAL_STATE_RECONCILED)
 
 
 def test_reviews_are_audited_naming_the_reviewer_and_verify_offline(
@@ -377,7 +377,10 @@ def test_a_stuck_approved_proposal_is_sent_once_by_a_restarted_replica(
             threading.Event().wait(0.1)
         assert written(running, "Observation", pid) == 1
         with ChartgateClient(running.sidecar_target) as agent:
-            assert agent.get(pid).state == gateway_pb2.PROPOSAL_STATE_ACCEPTED
+            assert agent.get(pid).state in (
+                gateway_pb2.PROPOSAL_STATE_ACCEPTED,
+                gateway_pb2.PROPOSAL_STATE_RECONCILED,
+            )
     finally:
         running.stop()
 

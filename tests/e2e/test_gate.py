@@ -299,7 +299,11 @@ def test_an_update_keeps_the_stored_labels_and_narrative(stack: Stack, stub: Any
     assert got.proposal.state == gateway_pb2.PROPOSAL_STATE_ACCEPTED, got.proposal
     after = httpx.get(f"{stack.fhir_base}/Patient/{patient}").json()
     assert after["telecom"] == update["telecom"]
-    assert after["meta"]["security"] == stored["meta"]["security"]
+    # Every label the chart had stays, first and unchanged; the adapter adds only its own AI
+    # Transparency label (adapters/provenance.py).
+    kept = stored["meta"]["security"]
+    assert after["meta"]["security"][: len(kept)] == kept
+    assert [c["code"] for c in after["meta"]["security"][len(kept) :]] == ["AIAST"]
     assert after["meta"]["tag"] == stored["meta"]["tag"]
     assert after["text"] == stored["text"]
 

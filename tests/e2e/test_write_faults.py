@@ -15,6 +15,7 @@ import grpc
 import httpx
 import pytest
 
+from adapters.provenance import provenance_id
 from chartgate.demo import demo_sidecar_config
 from chartgate.stack import Stack, start_adapter, start_fhir_store, start_sidecar
 from chartgate.v1 import gateway_pb2
@@ -26,8 +27,12 @@ from tests.support import fhir_search, seed_patient
 PATIENT = "demo-patient-1"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 DIAGNOSTICS = "Observation.code: LOINC 8867-4 is not in the value set this EHR accepts"
+# Written: accepted, and reconciled once a sweep read it back (docs/reconciliation.md).
+WRITTEN = {gateway_pb2.PROPOSAL_STATE_ACCEPTED, gateway_pb2.PROPOSAL_STATE_RECONCILED}
 TERMINAL = {
     gateway_pb2.PROPOSAL_STATE_ACCEPTED,
+    gateway_pb2.PROPOSAL_STATE_RECONCILED,
+    gateway_pb2.PROPOSAL_STATE_MISMATCH,
     gateway_pb2.PROPOSAL_STATE_FAILED_FINAL,
     gateway_pb2.PROPOSAL_STATE_DEAD_LETTERED,
 }
@@ -144,7 +149,7 @@ def test_429_retry_after_is_honoured_measured_at_the_store(stack: Stack) -> None
         time.sleep(0.02)
     waited = time.monotonic() - started
     assert waited >= 2.0, f"resent after {waited:.2f} s, before the EHR's Retry-After of 2 s"
-    assert settled(stack, first.proposal_id).state == gateway_pb2.PROPOSAL_STATE_ACCEPTED
+    assert settled(stack, first.proposal_id).state in WRITTEN
     assert len(stored(stack, first.proposal_id)) == 1
     assert injected(stack)["injected"]["throttle"] == 1
 
@@ -177,16 +182,29 @@ def test_a_write_committed_then_dropped_is_looked_up_and_accepted_once(stack: St
     assert proposal.state == gateway_pb2.PROPOSAL_STATE_AMBIGUOUS
     assert len(stored(stack, proposal.proposal_id)) == 1  # it did commit
     final = settled(stack, proposal.proposal_id)
-    assert final.state == gateway_pb2.PROPOSAL_STATE_ACCEPTED
+    assert final.state in WRITTEN
     [resource] = stored(stack, proposal.proposal_id)
     assert final.fhir_id == resource["id"]
+    # Its Provenance was never written (the answer was lost): the read-back writes it, and
+    # reconciliation then finds the write as intended.
+    deadline = time.monotonic() + 20
+    with ChartgateClient(stack.sidecar_target) as client:
+        while (now := client.get(proposal.proposal_id)).state != (
+            gateway_pb2.PROPOSAL_STATE_RECONCILED
+        ):
+            assert now.state != gateway_pb2.PROPOSAL_STATE_MISMATCH
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    version = resource["meta"]["versionId"]
+    pid = provenance_id(proposal.proposal_id, resource["id"], version)
+    assert httpx.get(f"{stack.fhir_base}/Provenance/{pid}").status_code == 200
 
 
 def test_a_write_dropped_before_commit_is_resent_and_stored_once(stack: Stack) -> None:
     inject(stack, {"schedule": [{"fault": "drop_before_commit"}]})
     proposal = propose(stack, 64, "dropped-2")
     assert proposal.state == gateway_pb2.PROPOSAL_STATE_AMBIGUOUS
-    assert settled(stack, proposal.proposal_id).state == gateway_pb2.PROPOSAL_STATE_ACCEPTED
+    assert settled(stack, proposal.proposal_id).state in WRITTEN
     assert len(stored(stack, proposal.proposal_id)) == 1
 
 
@@ -225,7 +243,7 @@ def test_with_the_circuit_open_propose_is_refused_with_a_hint_and_nothing_is_los
         time.sleep(max(refusal.retry_after_seconds, 0.2))
     assert retried is not None
     final = [settled(stack, p.proposal_id) for p in [*accepted, retried]]
-    assert {p.state for p in final} == {gateway_pb2.PROPOSAL_STATE_ACCEPTED}
+    assert {p.state for p in final} <= WRITTEN
     # The breaker did open: some attempt was refused by it before anything was sent.
     assert any(r.rule == "adapter.circuit_open" for p in final for r in p.reasons)
     for proposal in final:

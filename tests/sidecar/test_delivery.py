@@ -25,7 +25,7 @@ import grpc
 import pytest
 
 from chartgate import keys
-from sidecar.adapter_client import AdapterOutcome, LookupOutcome
+from sidecar.adapter_client import AdapterOutcome, LookupOutcome, ReadBackOutcome
 from sidecar.audit.log import AuditLog
 from sidecar.config import SidecarConfig
 from sidecar.consent import ConsentDirectory
@@ -41,6 +41,8 @@ from sidecar.storage.sqlite.store import SqliteStore
 from sidecar.tokens.mint import TokenMinter
 
 PATIENT = "p-123"
+# Accepted, and (once a sweep read it back) reconciled: written either way.
+WRITTEN = frozenset({State.ACCEPTED, State.RECONCILED})
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 DIAGNOSTICS = "Observation.valueQuantity.code: the unit is not UCUM"
 
@@ -145,6 +147,30 @@ class ScriptedAdapter:
             return LookupOutcome(found=False)
 
 
+class Reading(ScriptedAdapter):
+    """With read-back: the EHR returns what it stored (altered by `alter` when set)."""
+
+    def __init__(self, ehr: Ehr) -> None:
+        super().__init__(ehr)
+        self.alter: Callable[[dict[str, Any]], None] | None = None
+        self.read_fails = False
+        self.provenance = True
+
+    def read_back(
+        self, token: str, canonical_payload: bytes, fhir_id: str, fhir_version: str
+    ) -> ReadBackOutcome:
+        if self.read_fails:
+            return ReadBackOutcome(found=False, failure="transport", reason="ehr.no_answer")
+        if not self.ehr.stored[canonical_payload]:
+            return ReadBackOutcome(found=False)
+        stored = {**json.loads(canonical_payload), "id": fhir_id, "meta": {"versionId": "1"}}
+        if self.alter is not None:
+            self.alter(stored)
+        return ReadBackOutcome(
+            found=True, resource_json=json.dumps(stored).encode(), provenance_found=self.provenance
+        )
+
+
 class Revisable:
     """The shipped policy on the embedded engine, until the test publishes a revision that
     blocks everything (as a security team tightening policy would)."""
@@ -183,7 +209,7 @@ class Clock:
 @dataclass
 class Parts:
     service: ProposalService
-    adapter: ScriptedAdapter
+    adapter: Reading
     ehr: Ehr
     clock: Clock
     store: SqliteStore
@@ -222,7 +248,7 @@ def build(tmp_path: Path, *, max_queued_writes: int = 100, max_attempts: int = 8
     store = SqliteStore(tmp_path / "ledger.sqlite3")
     audit_path = tmp_path / "audit.jsonl"
     ehr = Ehr()
-    adapter = ScriptedAdapter(ehr)
+    adapter = Reading(ehr)
     clock = Clock()
     engine = Revisable(EmbeddedEngine(shipped_policy_dir(), extra_data=data))
     service = ProposalService(
@@ -314,7 +340,7 @@ def test_a_503_is_retried_after_its_backoff_with_a_fresh_token_and_stored_once(
     parts.clock.advance(1.001)  # attempt 2 waits at most 1 s
     sweep(parts)
     final = current(parts, record.proposal_id)
-    assert final.state is State.ACCEPTED
+    assert final.state in WRITTEN
     assert final.fhir_id == "obs-1"
     assert len(parts.ehr.sends) == 3
     assert len(set(parts.ehr.jtis)) == 3  # a fresh one-write token for every attempt
@@ -344,8 +370,8 @@ def test_429_retry_after_is_honoured_and_holds_new_writes_back(parts: Parts) -> 
     assert len(parts.ehr.sends) == 1  # nothing before the EHR's Retry-After
     parts.clock.advance(0.2)
     sweep(parts)
-    assert current(parts, record.proposal_id).state is State.ACCEPTED
-    assert current(parts, held.proposal_id).state is State.ACCEPTED
+    assert current(parts, record.proposal_id).state in WRITTEN
+    assert current(parts, held.proposal_id).state in WRITTEN
     assert sorted(parts.ehr.stored.values()) == [1, 1]
 
 
@@ -375,7 +401,7 @@ def test_a_write_committed_whose_answer_was_lost_is_looked_up_not_resent(parts: 
     parts.clock.advance(2.01)
     sweep(parts)
     final = current(parts, record.proposal_id)
-    assert final.state is State.ACCEPTED
+    assert final.state in WRITTEN
     assert final.fhir_id == "obs-1"
     assert parts.ehr.lookups == 1
     assert len(parts.ehr.sends) == 1
@@ -389,7 +415,7 @@ def test_an_ambiguous_write_found_absent_is_resent_once(parts: Parts) -> None:
     parts.clock.advance(2.01)
     sweep(parts)
     final = current(parts, record.proposal_id)
-    assert final.state is State.ACCEPTED
+    assert final.state in WRITTEN
     assert len(parts.ehr.sends) == 2
     assert list(parts.ehr.stored.values()) == [1]
     assert [h.get("result", h["class"]) for h in Delivery.of(final.delivery).history] == [
@@ -419,7 +445,7 @@ def test_propose_retried_with_the_same_key_learns_the_state_and_never_writes_twi
     for thread in threads:
         thread.join()
     assert len(parts.ehr.sends) == 2  # eight concurrent retries, one resend
-    assert current(parts, first.proposal_id).state is State.ACCEPTED
+    assert current(parts, first.proposal_id).state in WRITTEN
     assert list(parts.ehr.stored.values()) == [1]
 
 
@@ -456,11 +482,11 @@ def test_a_sender_killed_after_the_ehr_committed_is_settled_by_looking_not_resen
     assert current(parts, record.proposal_id).state is State.AMBIGUOUS
     sweep(parts)
     final = current(parts, record.proposal_id)
-    assert final.state is State.ACCEPTED
+    assert final.state in WRITTEN
     assert len(parts.ehr.sends) == 1  # looked up, never resent blind
     assert list(parts.ehr.stored.values()) == [1]
     # The agent's retry of the same key after the restart learns the outcome.
-    assert parts.service.propose(vital(78)).state is State.ACCEPTED
+    assert parts.service.propose(vital(78)).state in WRITTEN
 
 
 def test_with_the_circuit_open_writes_wait_within_a_bound_then_propose_is_refused(
@@ -484,9 +510,9 @@ def test_with_the_circuit_open_writes_wait_within_a_bound_then_propose_is_refuse
     assert parts.ehr.sends == []
     parts.clock.advance(5.1)  # the EHR is back
     sweep(parts)
-    assert parts.service.propose(vital(82)).state is State.ACCEPTED
+    assert parts.service.propose(vital(82)).state in WRITTEN
     for record in (first, queued):
-        assert current(parts, record.proposal_id).state is State.ACCEPTED
+        assert current(parts, record.proposal_id).state in WRITTEN
     assert sorted(parts.ehr.stored.values()) == [1, 1, 1]  # nothing lost, nothing twice
     parts.store.close()
 
@@ -499,7 +525,7 @@ def test_a_write_the_adapter_never_received_is_resent_when_it_is_back(parts: Par
     for _ in range(3):
         parts.clock.advance(2)
         sweep(parts)
-    assert current(parts, record.proposal_id).state is State.ACCEPTED
+    assert current(parts, record.proposal_id).state in WRITTEN
     assert list(parts.ehr.stored.values()) == [1]
 
 
@@ -527,7 +553,7 @@ def test_a_replay_looks_first_and_accepts_a_write_the_ehr_holds_without_sending(
     assert current(parts, parked.proposal_id).state is State.DEAD_LETTERED  # nothing changed
     parts.adapter.lookup_fails = False
     replayed = parts.service.replay_dead_letter(parked, "ops#olga")
-    assert replayed.state is State.ACCEPTED
+    assert replayed.state in WRITTEN
     assert len(parts.ehr.sends) == 1
     assert list(parts.ehr.stored.values()) == [1]
     parts.store.close()
@@ -541,7 +567,7 @@ def test_a_replay_sends_an_absent_write_with_a_fresh_token_and_budget(tmp_path: 
     assert replayed.state is State.FAILED_RETRYABLE  # the third 503, with a fresh budget
     parts.clock.advance(5)
     sweep(parts)
-    assert current(parts, parked.proposal_id).state is State.ACCEPTED
+    assert current(parts, parked.proposal_id).state in WRITTEN
     assert len(set(parts.ehr.jtis)) == 4
     assert list(parts.ehr.stored.values()) == [1]
     assert "deadletter.replayed" in parts.kinds()
@@ -582,6 +608,51 @@ def test_a_sender_slower_than_its_deadline_loses_to_the_sweeper_without_an_error
     record = parts.service.propose(vital(94))  # the agent gets a state, not an error
     assert record.state is State.AMBIGUOUS
     sweep(parts)
-    assert current(parts, record.proposal_id).state is State.ACCEPTED
+    assert current(parts, record.proposal_id).state in WRITTEN
     assert len(parts.ehr.sends) == 1
     assert list(parts.ehr.stored.values()) == [1]
+
+
+def test_an_accepted_write_is_read_back_and_reconciled_or_queued_as_a_mismatch(
+    parts: Parts,
+) -> None:
+    same = parts.service.propose(vital(95))
+    assert same.state is State.ACCEPTED
+    parts.adapter.alter = lambda stored: stored["valueQuantity"].update(value=95.0)
+    sweep(parts)
+    reconciled = current(parts, same.proposal_id)
+    assert reconciled.state is State.RECONCILED
+    assert reconciled.reconciliation["differences"] == [
+        {"path": "valueQuantity.value", "severity": "normalised", "kind": "number_spelling"}
+    ]
+    changed = parts.service.propose(vital(96))
+    parts.adapter.alter = lambda stored: stored["valueQuantity"].update(value=69)
+    sweep(parts)
+    mismatch = current(parts, changed.proposal_id)
+    assert mismatch.state is State.MISMATCH
+    assert {"path": "valueQuantity.value", "severity": "meaning-changing", "kind": "changed"} in (
+        mismatch.reconciliation["differences"]
+    )
+    assert "write.reconciled" in parts.kinds()
+    assert len(parts.ehr.sends) == 2  # reconciliation reads; it never writes again
+
+
+def test_a_read_back_that_fails_is_retried_then_a_missing_provenance_is_a_mismatch(
+    parts: Parts,
+) -> None:
+    record = parts.service.propose(vital(97))
+    parts.adapter.read_fails = True
+    sweep(parts)
+    waiting = current(parts, record.proposal_id)
+    assert waiting.state in WRITTEN
+    assert waiting.reconciliation["attempts"] == 1
+    parts.adapter.read_fails = False
+    parts.adapter.provenance = False
+    parts.clock.advance(5)
+    sweep(parts)
+    final = current(parts, record.proposal_id)
+    assert final.state is State.MISMATCH
+    assert {"path": "Provenance", "severity": "meaning-changing", "kind": "missing"} in (
+        final.reconciliation["differences"]
+    )
+    assert final.reconciliation["attempts"] == 2

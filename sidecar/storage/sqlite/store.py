@@ -232,7 +232,9 @@ class SqliteStore:
                 current = self._select("proposal_id = ?", (proposal_id,))
                 state = current.state if current else "absent"
                 goal = f"cannot move to {target}" if target else "cannot be changed"
-                raise IllegalTransition(f"proposal {proposal_id} is {state}, not {expected}; {goal}")
+                raise IllegalTransition(
+                    f"proposal {proposal_id} is {state}, not {expected}; {goal}"
+                )
             updated = self._select("proposal_id = ?", (proposal_id,))
         assert updated is not None
         return updated

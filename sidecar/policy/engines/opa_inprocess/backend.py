@@ -61,7 +61,9 @@ class OpaInProcessPolicy:
         except OpaError as exc:
             raise PolicyEvaluationError(_summary(exc)) from None
         except (TypeError, ValueError) as exc:  # the input did not serialize as JSON
-            raise PolicyEvaluationError(f"input not representable as JSON ({type(exc).__name__})") from None
+            raise PolicyEvaluationError(
+                f"input not representable as JSON ({type(exc).__name__})"
+            ) from None
         finally:
             with self._lock:
                 self._free.append(engine)

@@ -90,9 +90,7 @@ class OpaServerEngine:
         if timeout_seconds <= 0:
             raise ValueError("timeout_seconds must be positive")
         self._url = url.rstrip("/")
-        self._endpoint = (
-            f"{self._url}/v1/data/{DECISION_PACKAGE.replace('.', '/')}/{DECISION_RULE}"
-        )
+        self._endpoint = f"{self._url}/v1/data/{DECISION_PACKAGE.replace('.', '/')}/{DECISION_RULE}"
         self._timeout = timeout_seconds
         headers = {"Content-Type": "application/json"}
         if token:
@@ -120,7 +118,9 @@ class OpaServerEngine:
         problem = unrepresentable(policy_input)
         if problem is not None:
             return self._deny(
-                "policy.input_unrepresentable", f"the policy input holds {problem}; denying", revision
+                "policy.input_unrepresentable",
+                f"the policy input holds {problem}; denying",
+                revision,
             )
         try:
             body = json.dumps({"input": policy_input}, allow_nan=False).encode("utf-8")
