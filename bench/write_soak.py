@@ -40,7 +40,9 @@ from sidecar.client import ChartgateClient, ProposalRefused
 from sidecar.policy.library import shipped_policy_dir
 from tests.support import seed_patient
 
-TERMINAL = {"accepted", "failed_final", "dead_lettered"}
+# Written: accepted, then read back (reconciled, or mismatch when the EHR stored it otherwise).
+WRITTEN = {"accepted", "reconciled", "mismatch"}
+TERMINAL = WRITTEN | {"failed_final", "dead_lettered"}
 
 
 def fault_plan(seed: int) -> dict[str, Any]:
@@ -117,12 +119,13 @@ class Agent:
                     time.sleep(max(exc.retry_after_seconds, 0.1))
 
 
-def ledger_rows(workdir: Path) -> dict[str, tuple[str, dict[str, Any]]]:
+def ledger_rows(workdir: Path) -> dict[str, tuple[str, dict[str, Any], dict[str, Any]]]:
+    """Each proposal's state, delivery record and reconciliation record."""
     with sqlite3.connect(f"file:{workdir / 'sidecar' / 'ledger.sqlite3'}?mode=ro", uri=True) as db:
         return {
-            pid: (state, json.loads(delivery or "{}"))
-            for pid, state, delivery in db.execute(
-                "SELECT proposal_id, state, delivery FROM proposals"
+            pid: (state, json.loads(delivery or "{}"), json.loads(reconciliation or "{}"))
+            for pid, state, delivery, reconciliation in db.execute(
+                "SELECT proposal_id, state, delivery, reconciliation FROM proposals"
             )
         }
 
@@ -157,7 +160,8 @@ def run(proposals: int, clients: int, seed: int, settle_seconds: float) -> dict[
             deadline = time.monotonic() + settle_seconds
             while True:
                 rows = ledger_rows(workdir)
-                open_ = [p for p in ids if rows[p][0] not in TERMINAL]
+                # Settled, and read back: an accepted write waits for its reconciliation.
+                open_ = [p for p in ids if rows[p][0] not in TERMINAL - {"accepted"}]
                 if not open_ or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
@@ -179,8 +183,9 @@ def run(proposals: int, clients: int, seed: int, settle_seconds: float) -> dict[
                 label = f"lookup:{step.get('result', '?')}"
             classes[label] += 1
     written = Counter(min(stored[p], 2) for p in ids)
-    accepted_not_once = [p for p in ids if rows[p][0] == "accepted" and stored[p] != 1]
-    failed_but_stored = [p for p in ids if rows[p][0] != "accepted" and stored[p] > 0]
+    lags = sorted(float(rows[p][2]["lag_seconds"]) for p in ids if "lag_seconds" in rows[p][2])
+    accepted_not_once = [p for p in ids if rows[p][0] in WRITTEN and stored[p] != 1]
+    failed_but_stored = [p for p in ids if rows[p][0] not in WRITTEN and stored[p] > 0]
     not_terminal = [p for p in ids if rows[p][0] not in TERMINAL]
     return {
         "proposals": proposals,
@@ -197,6 +202,8 @@ def run(proposals: int, clients: int, seed: int, settle_seconds: float) -> dict[
         "final_states": dict(sorted(states.items())),
         "attempt_outcomes": dict(sorted(classes.items())),
         "attempts_per_proposal": dict(sorted(attempts.items())),
+        "reconciliation_lag_p50_seconds": round(lags[len(lags) // 2], 2) if lags else None,
+        "reconciliation_lag_p99_seconds": round(lags[int(len(lags) * 0.99)], 2) if lags else None,
         "written_once": written[1],
         "written_twice_or_more": written[2],
         "written_never": written[0],
