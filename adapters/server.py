@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.errors import AdapterError, FailureClass, payload_error, token_error
 from adapters.fhir_client import FhirClient, WriteResult
@@ -19,6 +19,10 @@ from adapters.replay import JtiStore
 from adapters.resilience import CircuitBreaker, TokenBucket
 from adapters.smart import BackendServicesAuth, SmartSettings
 from adapters.tokens import TokenVerifier, VerifiedWrite
+from adapters.vendors.gate import check_write
+from adapters.vendors.profile import VendorProfile
+from adapters.vendors.registry import get_profile
+from adapters.vendors.transport import VendorTransport
 from chartgate.canonical import canonicalize
 from chartgate.compartment import patient_of
 from chartgate.grpc_server import build_server
@@ -52,6 +56,15 @@ class AdapterConfig(BaseModel):
     breaker_cool_down_seconds: float = Field(default=10.0, gt=0)
     # SMART Backend Services to the EHR (docs/smart.md); None: requests carry no Authorization.
     smart: SmartSettings | None = None
+    # The EHR's vendor profile (docs/adapters.md) and the per-connection values it needs.
+    vendor: str = "generic"
+    vendor_settings: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_vendor(self) -> AdapterConfig:
+        # At start, not on the first write: an unknown vendor or a missing setting stops here.
+        get_profile(self.vendor).check_settings(self.vendor_settings)
+        return self
 
 
 # The classes a breaker counts as the EHR failing (not the request being wrong).
@@ -88,12 +101,14 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
         *,
         bucket: TokenBucket | None = None,
         breaker: CircuitBreaker | None = None,
+        vendor: VendorProfile | None = None,
     ) -> None:
         self._verifier = verifier
         self._jti = jti_store
         self._fhir = fhir
         self._bucket = bucket
         self._breaker = breaker or CircuitBreaker()
+        self._vendor = vendor or get_profile("generic")
 
     def Write(
         self, request: adapter_pb2.WriteRequest, context: grpc.ServicerContext
@@ -102,6 +117,9 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
             verified = self._verifier.verify(request.token, request.resource_json)
             if verified.lookup:
                 raise token_error("token.scope", "a look-up token does not authorize a write")
+            # What the vendor does not take is refused here: before the token is spent, the
+            # rate limit charged or anything sent (its transport would refuse it again).
+            check_write(self._vendor, verified.operation, verified.resource_type, verified.resource)
             result = self._guarded(lambda: self._write(verified))
         except AdapterError as exc:
             log.warning("write refused: reason=%s class=%s", exc.reason, exc.failure)
@@ -233,12 +251,17 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
             )
             if stored is not None:
                 _check_own(verified, stored)
-            provenance = stored is not None and self._guarded(
-                lambda: self._fhir.exists(
-                    "Provenance", provenance_id(verified.proposal_id, fhir_id, version)
+            accepted = self._provenance_accepted()
+            provenance = (
+                stored is not None
+                and accepted
+                and self._guarded(
+                    lambda: self._fhir.exists(
+                        "Provenance", provenance_id(verified.proposal_id, fhir_id, version)
+                    )
                 )
             )
-            if stored is not None and not provenance:
+            if stored is not None and accepted and not provenance:
                 # A write whose answer was lost (settled by a look-up) never got its
                 # Provenance: write it now, for the version the write stored.
                 written = WriteResult(fhir_id, version, True, 200)
@@ -262,7 +285,10 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
         if stored is None:
             return adapter_pb2.ReadBackResponse(found=False)
         return adapter_pb2.ReadBackResponse(
-            found=True, resource_json=canonicalize(stored), provenance_found=bool(provenance)
+            found=True,
+            resource_json=canonicalize(stored),
+            provenance_found=bool(provenance),
+            provenance_not_accepted=not accepted,
         )
 
     def _guarded(self, exchange: Callable[[], T]) -> T:
@@ -309,9 +335,17 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
             return self._fhir.create(verified.resource, verified.proposal_id, labels)
         return self._fhir.update(verified.resource, verified.patient_id, labels)
 
+    def _provenance_accepted(self) -> bool:
+        """Whether this EHR takes the Provenance PUT (update-as-create); where it does not, the
+        write's Provenance is the audit log's export (docs/adapter.md, "AI provenance")."""
+        return self._vendor.accepts("update", "Provenance")
+
     def _provenance(self, verified: VerifiedWrite, result: WriteResult) -> str:
         """The written version's Provenance; "" when it could not be written now (the write
-        itself stands: reconciliation finds the Provenance missing and says so)."""
+        itself stands: reconciliation finds the Provenance missing and says so) or the EHR
+        does not take it."""
+        if not self._provenance_accepted():
+            return ""
         try:
             return self._guarded(
                 lambda: self._fhir.put_provenance(
@@ -348,14 +382,31 @@ def serve(config: AdapterConfig, *, ready: threading.Event | None = None) -> Non
     jti_store = JtiStore(config.workdir / "adapter" / "jti.sqlite3")
     # Fails here, at start, on an unreadable or unsuitable key (SigningKeyError names the file).
     auth = BackendServicesAuth.from_settings(config.smart) if config.smart else None
-    fhir = FhirClient(config.fhir_base_url, timeout_seconds=config.fhir_timeout_seconds, auth=auth)
+    vendor = get_profile(config.vendor)
+    if config.smart is not None:
+        for mismatch in vendor.token_mismatches(
+            config.smart.alg, config.smart.assertion_lifetime_seconds
+        ):
+            log.warning("SMART settings: %s (docs/adapters.md)", mismatch)
+    # The vendor's quirks live in the transport under the client (adapters/vendors/transport.py).
+    transport = VendorTransport(
+        vendor, base_url=config.fhir_base_url, settings=config.vendor_settings
+    )
+    fhir = FhirClient(
+        config.fhir_base_url,
+        timeout_seconds=config.fhir_timeout_seconds,
+        auth=auth,
+        transport=transport,
+    )
     bucket = (
         TokenBucket(config.rate_limit_per_second, config.rate_limit_burst)
         if config.rate_limit_per_second
         else None
     )
     breaker = CircuitBreaker(config.breaker_threshold, config.breaker_cool_down_seconds)
-    service = AdapterService(verifier, jti_store, fhir, bucket=bucket, breaker=breaker)
+    service = AdapterService(
+        verifier, jti_store, fhir, bucket=bucket, breaker=breaker, vendor=vendor
+    )
     server, port, _ = build_server(
         config.listen,
         lambda s: adapter_pb2_grpc.add_AdapterServicer_to_server(service, s),
@@ -363,9 +414,10 @@ def serve(config: AdapterConfig, *, ready: threading.Event | None = None) -> Non
     )
     server.start()
     log.info(
-        "adapter listening on port %d, FHIR base %s, SMART %s",
+        "adapter listening on port %d, FHIR base %s, vendor %s, SMART %s",
         port,
         config.fhir_base_url,
+        vendor.name,
         f"client {config.smart.client_id}" if config.smart else "off",
     )
     stop = threading.Event()

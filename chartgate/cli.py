@@ -20,6 +20,17 @@ def _host_port(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _key_values(pairs: Sequence[str]) -> dict[str, str]:
+    """KEY=VALUE arguments as a dict; ValueError names the first malformed one."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+        values[key] = value
+    return values
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chartgate",
@@ -113,6 +124,20 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="SECONDS",
         help="how long the breaker stays open before one probe is let through (default 10)",
+    )
+    p.add_argument(
+        "--vendor",
+        default="generic",
+        metavar="NAME",
+        help="the EHR's vendor profile: what it accepts, how it fails (docs/adapters.md; "
+        "default generic)",
+    )
+    p.add_argument(
+        "--vendor-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a value the vendor profile needs, e.g. practice_id=195900 (repeatable)",
     )
 
     p = sub.add_parser("fhir-store", help="run the local FHIR R4 store (a development target)")
@@ -209,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             smart = SmartSettings.load(args.smart_config) if args.smart_config else None
+            vendor_settings = _key_values(args.vendor_setting)
         except ValueError as exc:
             print(f"chartgate adapter: {exc}", file=sys.stderr)
             return 2
@@ -226,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rate_limit_burst=args.rate_burst,
                 breaker_threshold=args.breaker_threshold,
                 breaker_cool_down_seconds=args.breaker_cool_down,
+                vendor=args.vendor,
+                vendor_settings=vendor_settings,
             )
         except ValidationError as exc:
             print(f"chartgate adapter: invalid setting: {exc}", file=sys.stderr)
@@ -244,8 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 faults=args.faults,
                 allow_fault_control=args.allow_fault_control,
                 clients=args.clients,
+                behave_like=args.behave_like,
             )
-        except ValueError as exc:  # a bad --faults or --clients file, named in the message
+        except ValueError as exc:  # a bad --faults or --clients file or --behave-like, named
             print(f"chartgate fhir-store: {exc}", file=sys.stderr)
             return 2
         return 0

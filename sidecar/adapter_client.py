@@ -73,6 +73,8 @@ class ReadBackOutcome:
     found: bool
     resource_json: bytes = b""
     provenance_found: bool = False
+    # The EHR takes no Provenance writes: the audit log's export holds it instead.
+    provenance_not_accepted: bool = False
     failure: str = ""
     reason: str = ""
     message: str = ""
@@ -192,6 +194,7 @@ class AdapterClient:
             found=response.found,
             resource_json=response.resource_json,
             provenance_found=response.provenance_found,
+            provenance_not_accepted=response.provenance_not_accepted,
             failure=failure_name(response.failure_class),
             reason=response.reason,
             message=response.message,

@@ -36,8 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             faults=args.faults,
             allow_fault_control=args.allow_fault_control,
             clients=args.clients,
+            behave_like=args.behave_like,
         )
-    except ValueError as exc:  # a bad --faults or --clients file, named in the message
+    except ValueError as exc:  # a bad --faults or --clients file or --behave-like, named
         print(f"chartgate fhir-store: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -57,6 +57,7 @@ from chartgate.devstore.storage import (
     Written,
 )
 from chartgate.devstore.validation import validate_resource
+from chartgate.devstore.vendor_mode import VendorMode
 
 log: Final = logging.getLogger("chartgate.devstore")
 FORM: Final = "application/x-www-form-urlencoded"
@@ -86,9 +87,10 @@ def _version_headers(base_url: str, version: StoredVersion) -> dict[str, str]:
 class FhirApi:
     """The handlers. Blocking work (SQLite, pydantic validation) runs in Starlette's thread pool."""
 
-    def __init__(self, storage: Storage, base_path: str) -> None:
+    def __init__(self, storage: Storage, base_path: str, vendor: VendorMode | None = None) -> None:
         self._storage = storage
         self._base_path = base_path
+        self._vendor = vendor  # --behave-like: what that vendor refuses is refused here too
         self._started = datetime.now(UTC)
         try:
             self._software_version = package_version("chartgate")
@@ -103,6 +105,8 @@ class FhirApi:
         statement = capability_statement(
             self._base_url(request), self._started, self._software_version
         )
+        if self._vendor is not None:
+            statement = self._vendor.capability(statement)
         return fhir_response(statement)
 
     async def type_level(self, request: Request) -> Response:
@@ -154,6 +158,8 @@ class FhirApi:
         return _read_response(self._base_url(request), resource_type, resource_id, found)
 
     async def _create(self, request: Request, resource_type: str) -> Response:
+        if self._vendor is not None:
+            self._vendor.check_interaction("create", resource_type)
         resource = parse_resource(
             await request.body(), request.headers.get("content-type"), resource_type
         )
@@ -162,6 +168,8 @@ class FhirApi:
         base_url = self._base_url(request)
 
         def create() -> Response:
+            if self._vendor is not None:
+                self._vendor.check_create(resource_type, resource, condition)
             # http.html#create: the server assigns the id; one sent by the client is ignored.
             resource.pop("id", None)
             matcher = None
@@ -182,6 +190,8 @@ class FhirApi:
         return await run_in_threadpool(create)
 
     async def _update(self, request: Request, resource_type: str, resource_id: str) -> Response:
+        if self._vendor is not None:
+            self._vendor.check_interaction("update", resource_type)
         resource = parse_resource(
             await request.body(), request.headers.get("content-type"), resource_type
         )
@@ -307,17 +317,20 @@ def create_app(
     faults: FaultPlan | None = None,
     allow_control: bool = False,
     smart: SmartServerConfig | None = None,
+    behave_like: str | None = None,
 ) -> ASGIApp:
     """The ASGI app serving a store kept in the SQLite file `db_path` under `base_path`.
 
     `faults`: a plan injected from the first request (docs/devstore-faults.md); `allow_control`:
     serve the loopback-only control endpoints (`/_faults`, `/_auth/*`); `smart`: registered SMART
     Backend Services clients, which turns the token endpoint and bearer checks on (docs/smart.md).
-    Without `smart` every interaction is open, as before.
+    Without `smart` every interaction is open, as before. `behave_like`: a vendor profile name
+    (docs/adapters.md); the store then refuses what that vendor refuses (ValueError if unknown).
     """
     base = normalize_base(base_path)
+    vendor = VendorMode.named(behave_like) if behave_like is not None else None
     storage = Storage(db_path)
-    api = FhirApi(storage, base)
+    api = FhirApi(storage, base, vendor)
     auth = AuthServer(smart, db_path.parent / "smart-jti.sqlite3") if smart is not None else None
     fault_state = FaultState(faults)
     control = Control(enabled=allow_control, faults=fault_state, auth=auth)
@@ -368,11 +381,13 @@ def serve(
     faults: pathlib.Path | None = None,
     allow_fault_control: bool = False,
     clients: pathlib.Path | None = None,
+    behave_like: str | None = None,
 ) -> None:
     """Run with uvicorn until SIGTERM/SIGINT (blocking). Log no resource content (PHI): method, path, status only.
 
     `faults` is a FaultPlan JSON file, `clients` a SMART clients JSON file; either one that cannot
-    be read or is invalid raises ValueError naming the file and the problem, before serving.
+    be read or is invalid raises ValueError naming the file and the problem, before serving, as
+    does a `behave_like` that names no vendor profile.
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -381,10 +396,15 @@ def serve(
     plan = FaultPlan.load(faults) if faults is not None else None
     smart = SmartServerConfig.load(clients) if clients is not None else None
     app = create_app(
-        db_path, base_path, faults=plan, allow_control=allow_fault_control, smart=smart
+        db_path,
+        base_path,
+        faults=plan,
+        allow_control=allow_fault_control,
+        smart=smart,
+        behave_like=behave_like,
     )
     log.info(
-        "FHIR store on http://%s:%d%s (db %s; faults %s; SMART auth %s; control %s)",
+        "FHIR store on http://%s:%d%s (db %s; faults %s; SMART auth %s; control %s; behaves like %s)",
         host,
         port,
         base_path,
@@ -392,6 +412,7 @@ def serve(
         faults or "none",
         f"{len(smart.clients)} client(s)" if smart is not None else "off",
         "loopback" if allow_fault_control else "off",
+        behave_like or "plain FHIR R4",
     )
     # access_log=False: uvicorn's access line carries the query string, and search values can be
     # patient identifiers. AccessLog logs method, path and status instead. log_config=None keeps

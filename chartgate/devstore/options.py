@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
-    """The fault and auth options, shared with `chartgate fhir-store`."""
+    """The fault, auth and vendor options, shared with `chartgate fhir-store`."""
     parser.add_argument(
         "--faults",
         type=Path,
@@ -27,4 +27,11 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="SMART Backend Services clients JSON: turns the token endpoint and bearer checks on "
         "(docs/smart.md); without it every interaction is open",
+    )
+    parser.add_argument(
+        "--behave-like",
+        default=None,
+        metavar="VENDOR",
+        help="refuse what this vendor profile (adapters/vendors/profiles, docs/adapters.md) "
+        "refuses: its writes, conditional create, required content; default: plain FHIR R4",
     )

@@ -111,17 +111,19 @@ class ReadResponse(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., resource_json: _Optional[bytes] = ..., fhir_version: _Optional[str] = ..., failure_class: _Optional[_Union[FailureClass, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReadBackResponse(_message.Message):
-    __slots__ = ("found", "resource_json", "provenance_found", "failure_class", "reason", "message")
+    __slots__ = ("found", "resource_json", "provenance_found", "provenance_not_accepted", "failure_class", "reason", "message")
     FOUND_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_JSON_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FOUND_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_NOT_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     FAILURE_CLASS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     found: bool
     resource_json: bytes
     provenance_found: bool
+    provenance_not_accepted: bool
     failure_class: FailureClass
     reason: str
     message: str
-    def __init__(self, found: _Optional[bool] = ..., resource_json: _Optional[bytes] = ..., provenance_found: _Optional[bool] = ..., failure_class: _Optional[_Union[FailureClass, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    def __init__(self, found: _Optional[bool] = ..., resource_json: _Optional[bytes] = ..., provenance_found: _Optional[bool] = ..., provenance_not_accepted: _Optional[bool] = ..., failure_class: _Optional[_Union[FailureClass, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

@@ -499,7 +499,11 @@ class ProposalService:
                 differences.append(Difference("", Severity.MEANING, "unreadable"))
             else:
                 differences.extend(compare(intended, stored))
-            if not read.provenance_found:
+            if read.provenance_not_accepted:
+                # Not a difference of the resource: this EHR takes no Provenance, so the
+                # write's Provenance is the audit log's (chartgate audit export --format fhir).
+                differences.append(Difference("Provenance", Severity.COSMETIC, "in_audit_log"))
+            elif not read.provenance_found:
                 differences.append(Difference("Provenance", Severity.MEANING, "missing"))
         target = State.MISMATCH if worst(differences) is Severity.MEANING else State.RECONCILED
         result = {

@@ -1,0 +1,138 @@
+"""The httpx seam where a vendor's quirks live: a transport under FhirClient that applies the profile."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import httpx
+
+from adapters.vendors.content import with_requirements
+from adapters.vendors.emulation import CreateEmulator
+from adapters.vendors.error_shapes import vendor_failure
+from adapters.vendors.gate import check_write, unsupported
+from adapters.vendors.profile import Interaction, VendorProfile
+
+_TYPE: Final = re.compile(r"[A-Z][A-Za-z]{1,63}")
+
+
+class VendorTransport(httpx.BaseTransport):
+    """An httpx transport that makes one vendor's differences invisible above it.
+
+    `FhirClient(base_url, transport=VendorTransport(profile, base_url=base_url))` and each
+    request then: (a) is refused before the wire, naming the vendor, when the vendor does not
+    take that write (adapters/vendors/gate.py); (b) for a create under If-None-Exist at a vendor
+    without conditional create, becomes a search and a plain create under a lock per identifier
+    (emulation.py); (c) has an answer in one of the vendor's error shapes turned into the
+    failure class it means (error_shapes.py); (d) for a create, carries the identifiers,
+    extensions and meta profiles the vendor requires (content.py). Under the `generic` profile
+    it passes everything through unchanged.
+
+    It sits below httpx's auth, so a 401 still reaches BackendServicesAuth for its one refresh.
+    """
+
+    def __init__(
+        self,
+        profile: VendorProfile,
+        *,
+        base_url: str,
+        settings: Mapping[str, str] | None = None,
+        inner: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._profile = profile
+        # Checked here, at start: a missing setting must stop the adapter, not a write.
+        self._settings = profile.check_settings(settings or {})
+        self._base_path = httpx.URL(base_url).path.rstrip("/")
+        self._inner = inner if inner is not None else EnvironmentTransport()
+        self._clock = clock
+        self._emulator = (
+            None if profile.conditionals.conditional_create else CreateEmulator(profile)
+        )
+
+    @property
+    def profile(self) -> VendorProfile:
+        return self._profile
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        write = self._write_of(request)
+        if write is None:
+            return self._send(request)
+        interaction, resource_type = write
+        body = _json_body(request)
+        check_write(
+            self._profile, interaction, resource_type, body if interaction == "create" else None
+        )
+        if interaction == "create" and body is not None:
+            request = _with_body(request, with_requirements(self._profile, self._settings, body))
+            if self._emulator is not None and "If-None-Exist" in request.headers:
+                return self._emulator.create(request, resource_type, self._send)
+        return self._send(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def _send(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        failure = vendor_failure(self._profile, response, clock=self._clock)
+        if failure is not None:
+            response.close()
+            raise failure
+        return response
+
+    def _write_of(self, request: httpx.Request) -> tuple[Interaction, str] | None:
+        """(create, Type) for POST [base]/Type, (update, Type) for PUT [base]/Type/id; a
+        transaction (POST [base]) the vendor does not take is refused here."""
+        path = request.url.path
+        if not path.startswith(self._base_path):
+            return None
+        parts = path[len(self._base_path) :].strip("/").split("/")
+        if (
+            request.method == "POST"
+            and parts == [""]
+            and not self._profile.conditionals.transactions
+        ):
+            raise unsupported(self._profile, "transaction", "Bundle")
+        if not _TYPE.fullmatch(parts[0]):
+            return None
+        if request.method == "POST" and len(parts) == 1:
+            return "create", parts[0]
+        if request.method == "PUT" and len(parts) == 2:
+            return "update", parts[0]
+        return None
+
+
+class EnvironmentTransport(httpx.BaseTransport):
+    """The transport httpx.Client picks when given none: the proxies the environment names
+    (HTTPS_PROXY, NO_PROXY) included. A client built with an explicit transport ignores them,
+    and an adapter behind a hospital's egress proxy must keep reaching its EHR, so the request
+    is handed to a plain client of its own, as is (no auth, no redirects, its own timeout)."""
+
+    def __init__(self) -> None:
+        self._client = httpx.Client(follow_redirects=False)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._client.send(request, stream=True)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _json_body(request: httpx.Request) -> dict[str, Any] | None:
+    try:
+        body = json.loads(request.read() or b"null")
+    except ValueError:
+        return None  # not ours to judge: the vendor answers a malformed body
+    return body if isinstance(body, dict) else None
+
+
+def _with_body(request: httpx.Request, body: dict[str, Any]) -> httpx.Request:
+    """The same request with a new JSON body (Content-Length recomputed)."""
+    headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "content-length"]
+    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return httpx.Request(
+        request.method, request.url, headers=headers, content=content, extensions=request.extensions
+    )
