@@ -107,6 +107,17 @@ class SidecarConfig(BaseModel):
         description="Wait after an ambiguous attempt before a look-up that finds nothing counts "
         "as absent (search indexes lag).",
     )
+    required_profiles: tuple[str, ...] | None = Field(
+        default=(),
+        description="Profiles the target EHR requires, checked before any token is minted "
+        "(docs/validation.md): [] checks R4 core's required bindings and the profiles a resource "
+        "claims; a list adds those canonical URLs; null adds the shipped defaults (US Core "
+        "where it applies, the R4 vital-signs profiles).",
+    )
+    must_support: tuple[str, ...] = Field(
+        default=(),
+        description="Elements (e.g. `Observation.effective[x]`) the target EHR requires present.",
+    )
     reconcile_writes: bool = Field(
         default=True,
         description="Read every accepted write back and compare it with what was intended "

@@ -335,6 +335,8 @@ class ProposalService:
             resource_type=command.resource_type,
             resource_json=command.resource_json,
             patient_id=ctx.patient_id,
+            profiles=self._config.required_profiles,
+            must_support=self._config.must_support,
         )
 
     def _replay(

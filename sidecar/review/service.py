@@ -276,19 +276,12 @@ class ReviewService:
                 f"{record.proposal_id}\x00{reviewer.issuer}\x00{reviewer.subject}".encode()
             ).hexdigest()[:32]
         )
-        stored, created = guard_storage(
-            lambda: self._store.add_approval(
-                ApprovalRecord(
-                    approval_id=approval_id,
-                    proposal_id=record.proposal_id,
-                    issuer=reviewer.issuer,
-                    subject=reviewer.subject,
-                    roles=tuple(reviewer.roles),
-                    payload_sha256=record.payload_sha256,
-                    fhir_user=reviewer.fhir_user,
-                )
-            )
-        )
+        try:
+            stored, created = self._add_approval(record, reviewer, approval_id)
+        except IllegalTransition as exc:  # decided or expired since it was read just above
+            raise ReviewNotPossible(
+                "the proposal is no longer pending approval; nothing was recorded"
+            ) from exc
         self._proposals.audit(
             ReviewApproved(
                 proposal_id=record.proposal_id,
@@ -310,6 +303,9 @@ class ReviewService:
             )
         except IllegalTransition:  # another replica reached the quorum first and moved it
             return self._view(reviewer, self._visible(reviewer, record.proposal_id))
+        # Read again once moved: no approval can be added after the move, so this is exactly
+        # the set every token for the write will carry.
+        approvals = guard_storage(lambda: self._store.approvals(record.proposal_id))
         self._proposals.audit(
             ProposalApproved(
                 proposal_id=record.proposal_id,
@@ -321,6 +317,23 @@ class ReviewService:
         )
         written = self._proposals.submit(approved)
         return self._view(reviewer, written)
+
+    def _add_approval(
+        self, record: ProposalRecord, reviewer: ReviewerIdentity, approval_id: str
+    ) -> tuple[ApprovalRecord, bool]:
+        return guard_storage(
+            lambda: self._store.add_approval(
+                ApprovalRecord(
+                    approval_id=approval_id,
+                    proposal_id=record.proposal_id,
+                    issuer=reviewer.issuer,
+                    subject=reviewer.subject,
+                    roles=tuple(reviewer.roles),
+                    payload_sha256=record.payload_sha256,
+                    fhir_user=reviewer.fhir_user,
+                )
+            )
+        )
 
     def reject(
         self, reviewer: ReviewerIdentity, proposal_id: str, code: str, message: str
@@ -369,11 +382,14 @@ class ReviewService:
         proposal that supersedes the original (links both ways), and decided again (its tier may
         change). The original is never written."""
         original = self._pending(reviewer, proposal_id)
+        config = self._proposals.config
         write = validate_write(
             tool=original.tool,
             resource_type=original.resource_type,
             resource_json=resource_json,
             patient_id=original.patient_id,
+            profiles=config.required_profiles,
+            must_support=config.must_support,
         )
         key = f"amend:{original.proposal_id}:{write.payload.sha256[:32]}"
         amendment, _ = guard_storage(

@@ -42,7 +42,9 @@ class ProposalStore(Protocol):
 
     def add_approval(self, approval: ApprovalRecord) -> tuple[ApprovalRecord, bool]:
         """Record an approval once per (proposal, issuer, subject); returns (the stored one,
-        created). A second approval by the same reviewer is not a second approval."""
+        created). A second approval by the same reviewer is not a second approval. Added only
+        while the proposal is pending approval (atomically with respect to any transition out of
+        it); otherwise IllegalTransition, unless this reviewer's approval is already stored."""
         ...
 
     def approvals(self, proposal_id: str) -> list[ApprovalRecord]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
@@ -22,6 +22,8 @@ from pydantic import ValidationError
 from chartgate.canonical import CanonicalizationError, CanonicalPayload, canonicalize, sha256_hex
 from chartgate.compartment import PATIENT_ELEMENT
 from sidecar.errors import FieldViolation, InvalidProposal
+from sidecar.validation.profiles import check_profiles
+from sidecar.validation.profiles import preload as preload_profiles
 from sidecar.validation.references import patient_reference_violations
 from sidecar.validation.strict_json import (
     NON_JSON_CONSTANTS,
@@ -36,7 +38,10 @@ from sidecar.validation.strict_json import (
     loads_strict,
 )
 
-TOOLS: Final[Mapping[str, str]] = {"fhir.create": "create", "fhir.update": "update"}
+TOOLS: Final[Mapping[str, Literal["create", "update"]]] = {
+    "fhir.create": "create",
+    "fhir.update": "update",
+}
 
 ROOT: Final = "resource_json"
 
@@ -81,16 +86,27 @@ def preload_models() -> None:
     """Import every accepted model once at start-up, so the first proposal does not pay for it."""
     for resource_type in PATIENT_ELEMENT:
         get_fhir_model_class(resource_type)
+    preload_profiles()
 
 
 def validate_write(
-    *, tool: str, resource_type: str, resource_json: str, patient_id: str
+    *,
+    tool: str,
+    resource_type: str,
+    resource_json: str,
+    patient_id: str,
+    profiles: Sequence[str] | None = (),
+    must_support: Collection[str] = (),
 ) -> ValidatedWrite:
     """Validate one proposed write; raise InvalidProposal listing every violation found.
 
     The resource text is hostile until shown otherwise: its size is checked before it is parsed,
     it is parsed strictly (no duplicate names, no NaN), and its depth, lengths and counts are
-    bounded before anything else reads it, fhir.resources' recursive validation included."""
+    bounded before anything else reads it, fhir.resources' recursive validation included.
+
+    `profiles` and `must_support` are what the target EHR requires (docs/validation.md): `()`
+    checks R4 core's required bindings and the profiles the resource claims in meta.profile;
+    `None` adds the defaults (US Core where shipped, the R4 vital-signs profiles)."""
     violations: list[FieldViolation] = []
     operation = TOOLS.get(tool)
     if operation is None:
@@ -127,7 +143,16 @@ def validate_write(
     if violations:
         raise InvalidProposal(_MALFORMED, tuple(violations))
     assert operation is not None
-    violations.extend(_model_violations(resource_type, resource, partial=operation == "update"))
+    model_violations = _model_violations(resource_type, resource, partial=operation == "update")
+    violations.extend(model_violations)
+    if not model_violations:
+        # Profiles and required value-set bindings (docs/validation.md), on a resource the model
+        # accepted: they read elements by the types the model has just checked.
+        violations.extend(
+            check_profiles(
+                resource, operation=operation, profiles=profiles, must_support=must_support
+            )
+        )
     resource_id = resource.get("id")
     if operation == "create" and resource_id is not None:
         violations.append(

@@ -28,6 +28,8 @@ from sidecar.review.client import ReviewClient, ReviewRefused
 from tests.support import fhir_search, seed_patient
 
 PATIENT = "demo-patient-1"
+# Written: accepted, and reconciled once any replica's sweeper has read it back.
+WRITTEN = (gateway_pb2.PROPOSAL_STATE_ACCEPTED, gateway_pb2.PROPOSAL_STATE_RECONCILED)
 TENANT = "st-mary"
 OBS = "http://terminology.hl7.org/CodeSystem/observation-category"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -140,7 +142,7 @@ def test_an_approval_tier_write_is_written_once_only_after_an_authorized_approva
     assert item.may_approve
     assert 0 < item.seconds_to_expiry <= 86400
     done = alice.approve(pid)
-    assert done.proposal.state == gateway_pb2.PROPOSAL_STATE_ACCEPTED
+    assert done.proposal.state in WRITTEN
     assert written(stack, "Observation", pid) == 1
     again = refused(lambda: alice.approve(pid))  # decided: nothing to approve, nothing written
     assert again.reason == "review.not_possible"
@@ -175,13 +177,14 @@ def test_dual_approval_needs_two_distinct_reviewers_and_writes_once(
     assert written(stack, "MedicationRequest", pid) == 0
     erin = ReviewClient(stack.review_target, token(issuer, "erin", "prescriber"))
     done = erin.approve(pid)
-    assert done.proposal.state == gateway_pb2.PROPOSAL_STATE_ACCEPTED
+    assert done.proposal.state in WRITTEN
     assert len(done.approvals) == 2
     assert written(stack, "MedicationRequest", pid) == 1
     steps = [(e.kind, e.actor) for e in erin.history(pid)]
     assert steps[0] == ("proposed", "scribe-agent")
     assert [k for k, _ in steps].count("approved") == 2
-    assert steps[-1][0] == "accepted"
+    # The last step is where it is now: reconciled once a sweeper has read the write back.
+    assert steps[-1][0] in ("accepted", "reconciled")
 
 
 def test_two_approvals_at_the_same_moment_on_two_replicas_write_once(
@@ -248,7 +251,7 @@ def test_an_amendment_into_autonomous_is_written_once_and_supersedes_the_origina
     assert amended.original.proposal.superseded_by == new_id
     assert amended.amendment.proposal.supersedes == pid
     assert amended.amendment.proposal.tier == gateway_pb2.TIER_AUTONOMOUS
-    assert amended.amendment.proposal.state == gateway_pb2.PROPOSAL_STATE_ACCEPTED
+    assert amended.amendment.proposal.state in WRITTEN
     assert written(stack, "Observation", new_id) == 1
     assert written(stack, "Observation", pid) == 0
     # The agent sees both, linked.
@@ -282,7 +285,7 @@ def test_the_person_the_agent_acted_for_cannot_approve_alone(
     assert own.proposal.state == gateway_pb2.PROPOSAL_STATE_PENDING_APPROVAL
     assert own.proposal.approvals_given == 0
     bob = ReviewClient(stack.review_target, token(issuer, "bob", "clinician"))
-    assert bob.approve(pid).proposal.state == gateway_pb2.PROPOSAL_STATE_ACCEPTED
+    assert bob.approve(pid).proposal.state in WRITTEN
     assert written(stack, "Observation", pid) == 1
 
 
@@ -307,7 +310,7 @@ def test_the_agent_watches_its_proposal_land_when_another_process_approves(
     watcher.join(timeout=30)
     assert not watcher.is_alive()
     assert seen[0] == gateway_pb2.PROPOSAL_STATE_PENDING_APPROVAL
-    assert seen[-1] in (gateway_pb2.PROPOSAL_STATE_ACCEPTED, gateway_pb2.PROPOSAL_STATE_RECONCILED)
+    assert seen[-1] in WRITTEN
 
 
 def test_reviews_are_audited_naming_the_reviewer_and_verify_offline(

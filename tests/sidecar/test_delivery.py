@@ -222,7 +222,9 @@ class Parts:
         ]
 
 
-def build(tmp_path: Path, *, max_queued_writes: int = 100, max_attempts: int = 8) -> Parts:
+def build(
+    tmp_path: Path, *, max_queued_writes: int = 100, max_attempts: int = 8, **settings: Any
+) -> Parts:
     consents = tmp_path / "consents.json"
     consents.write_text(
         json.dumps([{"id": "c-1", "patient": PATIENT, "status": "active", "purposes": ["TREAT"]}])
@@ -240,10 +242,11 @@ def build(tmp_path: Path, *, max_queued_writes: int = 100, max_attempts: int = 8
     config = SidecarConfig(
         agent_id="scribe-agent",
         tenant_id="st-mary",
-        agent_scopes=("patient/Observation.c", "patient/Patient.u"),
+        agent_scopes=settings.pop("agent_scopes", ("patient/Observation.c", "patient/Patient.u")),
         consents_file=consents,
         policy_data=data,
         max_queued_writes=max_queued_writes,
+        **settings,
     )
     store = SqliteStore(tmp_path / "ledger.sqlite3")
     audit_path = tmp_path / "audit.jsonl"

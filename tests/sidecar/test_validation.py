@@ -162,7 +162,14 @@ def test_r4_instances_of_accepted_types_parse_with_the_r4b_models() -> None:
             "resourceType": "Condition",
             "subject": {"reference": "Patient/p1"},
             "code": {"text": "x"},
-            "clinicalStatus": {"coding": [{"code": "active"}]},
+            "clinicalStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                        "code": "active",
+                    }
+                ]
+            },
         },
         {
             "resourceType": "MedicationRequest",
@@ -731,3 +738,43 @@ def test_docs_limits_lists_every_reason_code_the_validators_use() -> None:
     assert used, "no reason codes found: the pattern no longer matches the sources"
     assert used <= listed, sorted(used - listed)
     assert listed <= used | {"input.invalid"}, sorted(listed - used)
+
+
+# --- profiles and required bindings (docs/validation.md; the cases: test_profile_validation.py) --
+
+
+@pytest.mark.parametrize("status", ["notastatus", "\ufefffinal"], ids=["outside", "bom"])
+def test_a_status_outside_the_required_value_set_is_refused_before_anything_is_stored(
+    status: str,
+) -> None:
+    violations = _refusal("fhir.create", "Observation", json.dumps(obs(status=status)))
+    assert violations is not None
+    assert [(v.field, v.reason) for v in violations] == [("resource_json.status", "fhir.binding")]
+    assert "final" in violations[0].description
+    assert status not in violations[0].description
+
+
+def test_a_claimed_or_required_profile_is_checked() -> None:
+    order = {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "proposal",
+        "medicationCodeableConcept": {"text": "x"},
+        "subject": {"reference": "Patient/p1"},
+    }
+    us_core = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-medicationrequest"
+    text = json.dumps(order)
+    assert _refusal("fhir.create", "MedicationRequest", text) is None
+    claimed = json.dumps({**order, "meta": {"profile": [us_core]}})
+    required = [("resource_json.requester", "fhir.required")]
+    found = _refusal("fhir.create", "MedicationRequest", claimed)
+    assert [(v.field, v.reason) for v in found or ()] == required
+    with pytest.raises(InvalidProposal) as info:
+        validate_write(
+            tool="fhir.create",
+            resource_type="MedicationRequest",
+            resource_json=text,
+            patient_id="p1",
+            profiles=[us_core],
+        )
+    assert [(v.field, v.reason) for v in info.value.violations] == required

@@ -597,7 +597,7 @@ class ProposalStoreSuite:
         assert store.find(ProposalQuery()) == created
 
     def test_racing_approvals_of_one_reviewer_count_once(self, store: ProposalStore) -> None:
-        store.insert_or_get(record("pr-1"))
+        store.insert_or_get(record("pr-1", state=HELD))
         outcomes = race_all(
             RACERS, lambda i: store.add_approval(approval(f"ap-{i}", roles=(f"role-{i}",)))
         )
@@ -613,10 +613,10 @@ class ProposalStoreSuite:
         stored, _ = store.insert_or_get(record("pr-1", state=State.PENDING_APPROVAL))
         assert other.get("pr-1") == stored
         assert other.insert_or_get(record("pr-x", key=stored.idempotency_key)) == (stored, False)
-        moved = other.transition("pr-1", State.PENDING_APPROVAL, State.APPROVED)
-        assert store.get("pr-1") == moved
         ap, _ = other.add_approval(approval(proposal_id="pr-1"))
         assert store.approvals("pr-1") == [ap]
+        moved = other.transition("pr-1", State.PENDING_APPROVAL, State.APPROVED)
+        assert store.get("pr-1") == moved
         # Racing across the two instances: still exactly one winner.
         stores = (store, other)
         outcomes = race(
@@ -730,7 +730,7 @@ class ProposalStoreSuite:
     # --- approvals -----------------------------------------------------------------------
 
     def test_an_approval_is_stored_once_per_reviewer(self, store: ProposalStore) -> None:
-        store.insert_or_get(record("pr-1"))
+        store.insert_or_get(record("pr-1", state=HELD))
         first, created = store.add_approval(
             approval("ap-1", roles=("physician", AWKWARD), fhir_user="Practitioner/" + AWKWARD)
         )
@@ -744,8 +744,8 @@ class ProposalStoreSuite:
         assert store.approvals("pr-1") == [first]
 
     def test_a_reviewer_is_an_issuer_and_subject_pair(self, store: ProposalStore) -> None:
-        store.insert_or_get(record("pr-1"))
-        store.insert_or_get(record("pr-2"))
+        store.insert_or_get(record("pr-1", state=HELD))
+        store.insert_or_get(record("pr-2", state=HELD))
         given = [
             approval("ap-1", issuer="https://a", subject="s"),
             approval("ap-2", issuer="https://b", subject="s"),
@@ -767,7 +767,7 @@ class ProposalStoreSuite:
         assert [a.approval_id for a in store.approvals("pr-2")] == ["ap-5"]
 
     def test_approvals_round_trip_and_keep_a_given_time(self, store: ProposalStore) -> None:
-        store.insert_or_get(record("pr-1"))
+        store.insert_or_get(record("pr-1", state=HELD))
         given = approval(
             "ap-1",
             roles=(),
@@ -782,7 +782,7 @@ class ProposalStoreSuite:
         assert type(store.approvals("pr-1")[0].roles) is tuple
 
     def test_approvals_are_oldest_first_then_by_id_bytewise(self, store: ProposalStore) -> None:
-        store.insert_or_get(record("pr-1"))
+        store.insert_or_get(record("pr-1", state=HELD))
         t1, t2 = "2030-01-01T00:00:01.000000+00:00", "2030-01-01T00:00:02.000000+00:00"
         given = [  # inserted in this order
             approval("a-2", subject="r1", created_at=t2),
@@ -797,7 +797,7 @@ class ProposalStoreSuite:
         assert [a.approval_id for a in store.approvals("pr-1")] == ["z-9", "B-3", "a-1", "a-2"]
 
     def test_approvals_of_an_unknown_proposal_are_none(self, store: ProposalStore) -> None:
-        store.insert_or_get(record("pr-1"))
+        store.insert_or_get(record("pr-1", state=HELD))
         store.add_approval(approval(proposal_id="pr-1"))
         assert store.approvals("pr-2") == []
         assert store.approvals("") == []
@@ -805,7 +805,7 @@ class ProposalStoreSuite:
     def test_an_approval_id_is_not_reused_for_another_reviewer(
         self, store: ProposalStore, backend: Backend
     ) -> None:
-        store.insert_or_get(record("pr-1"))
+        store.insert_or_get(record("pr-1", state=HELD))
         first, _ = store.add_approval(approval("ap-1", subject="r1"))
         with pytest.raises(backend.errors):
             store.add_approval(approval("ap-1", subject="r2"))
@@ -814,17 +814,65 @@ class ProposalStoreSuite:
     def test_an_approval_must_name_a_stored_proposal(
         self, store: ProposalStore, backend: Backend, request: pytest.FixtureRequest
     ) -> None:
-        with pytest.raises(backend.errors):
+        with pytest.raises((IllegalTransition, *backend.errors)):
             store.add_approval(approval(proposal_id="pr-absent"))
         assert store.approvals("pr-absent") == []
+
+    @pytest.mark.parametrize(
+        "state", [s for s in State if s is not HELD], ids=lambda s: s.value
+    )
+    def test_an_approval_is_added_only_while_pending_approval(
+        self, store: ProposalStore, state: State
+    ) -> None:
+        store.insert_or_get(record("pr-1", state=state))
+        with pytest.raises(IllegalTransition):
+            store.add_approval(approval("ap-1"))
+        assert store.approvals("pr-1") == []
+
+    def test_a_reviewer_who_approved_before_the_move_gets_the_stored_approval(
+        self, store: ProposalStore
+    ) -> None:
+        store.insert_or_get(record("pr-1", state=HELD))
+        first, _ = store.add_approval(approval("ap-1", subject="r1"))
+        store.transition("pr-1", HELD, State.APPROVED)
+        assert store.add_approval(approval("ap-1", subject="r1")) == (first, False)
+        with pytest.raises(IllegalTransition):
+            store.add_approval(approval("ap-2", subject="r2"))
+        assert store.approvals("pr-1") == [first]
+
+    def test_approvals_racing_the_move_out_of_pending_are_all_counted_or_refused(
+        self, store: ProposalStore
+    ) -> None:
+        # The approvals a decision reads after moving are all there will ever be: an approval
+        # racing the move is either stored before it or refused.
+        for round_ in range(5):
+            pid = f"pr-{round_}"
+            store.insert_or_get(record(pid, state=HELD))
+
+            def attempt(i: int, pid: str = pid) -> object:
+                if i == 0:
+                    store.transition(pid, HELD, State.APPROVED)
+                    return sorted(a.approval_id for a in store.approvals(pid))
+                return store.add_approval(
+                    approval(f"ap-{pid}-{i}", proposal_id=pid, subject=f"r{i}")
+                )
+
+            outcomes = race(RACERS, attempt)
+            seen_at_move = outcomes[0]
+            assert isinstance(seen_at_move, list)
+            added = sorted(
+                o[0].approval_id for o in outcomes[1:] if isinstance(o, tuple) and o[1]
+            )
+            assert seen_at_move == added
+            assert sorted(a.approval_id for a in store.approvals(pid)) == added
 
     # --- opening, reopening, closing -----------------------------------------------------
 
     def test_a_reopened_store_sees_what_was_written(self, backend: Backend) -> None:
         first = backend.open()
         first.insert_or_get(full_record("pr-1"))
-        moved = first.transition("pr-1", State.PENDING_APPROVAL, State.APPROVED, tier="x")
         ap, _ = first.add_approval(approval(proposal_id="pr-1"))
+        moved = first.transition("pr-1", State.PENDING_APPROVAL, State.APPROVED, tier="x")
         listed = first.find(ProposalQuery())
         first.close()
         again = backend.open()

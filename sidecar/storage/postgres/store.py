@@ -227,9 +227,13 @@ class PostgresStore:
         self._state_of = self._sql(
             f"SELECT state FROM {self._proposals} WHERE proposal_id = %s"  # noqa: S608
         )
+        # Only while the proposal waits for approval, in one statement: FOR SHARE makes a
+        # concurrent move out of pending_approval wait for this insert, or this insert see the
+        # moved row and add nothing. So the approvals a decision counted are all there will be.
         self._insert_approval = self._sql(
             f"INSERT INTO {self._approvals} ({_APPROVAL_COLUMN_LIST}) "  # noqa: S608
-            f"VALUES ({', '.join('%s' for _ in _APPROVAL_COLUMNS)}) "
+            f"SELECT {', '.join('%s' for _ in _APPROVAL_COLUMNS)} WHERE EXISTS ("
+            f"SELECT 1 FROM {self._proposals} WHERE proposal_id = %s AND state = %s FOR SHARE) "
             "ON CONFLICT (proposal_id, issuer, subject) DO NOTHING"
         )
         select_approvals = f"SELECT {_APPROVAL_COLUMN_LIST} FROM {self._approvals} WHERE "  # noqa: S608
@@ -400,15 +404,18 @@ class PostgresStore:
             json.dumps(list(approval.roles)) if name == "roles" else getattr(approval, name)
             for name in _APPROVAL_COLUMNS
         )
+        params = (*row, approval.proposal_id, State.PENDING_APPROVAL.value)
         with self._pool.connection() as conn:
-            if conn.execute(self._insert_approval, row).rowcount == 1:
+            if conn.execute(self._insert_approval, params).rowcount == 1:
                 return approval, True
             existing = conn.execute(
                 self._approval_by_reviewer,
                 (approval.proposal_id, approval.issuer, approval.subject),
             ).fetchone()
-        if existing is None:  # pragma: no cover - rows are never deleted
-            raise psycopg.DatabaseError("approval conflict row disappeared")
+        if existing is None:
+            raise IllegalTransition(
+                f"proposal {approval.proposal_id} is not pending approval: no approval added"
+            )
         return _approval_from_row(existing), False
 
     def approvals(self, proposal_id: str) -> list[ApprovalRecord]:

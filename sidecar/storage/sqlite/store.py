@@ -280,17 +280,25 @@ class SqliteStore:
             for name in _APPROVAL_COLUMNS
         )
         with self._lock:
+            # Only while the proposal waits for approval, in one statement (so also against
+            # another process on the same file): the approvals a decision counted are all
+            # there will be.
             cursor = self._conn.execute(
                 f"INSERT INTO approvals ({','.join(_APPROVAL_COLUMNS)}) "  # noqa: S608
-                f"VALUES ({','.join('?' for _ in _APPROVAL_COLUMNS)}) "
+                f"SELECT {','.join('?' for _ in _APPROVAL_COLUMNS)} WHERE EXISTS ("
+                "SELECT 1 FROM proposals WHERE proposal_id = ? AND state = ?) "
                 "ON CONFLICT (proposal_id, issuer, subject) DO NOTHING",
-                row,
+                (*row, approval.proposal_id, State.PENDING_APPROVAL.value),
             )
             if cursor.rowcount == 1:
                 return approval, True
             existing = self._approvals(
                 "proposal_id = ? AND issuer = ? AND subject = ?",
                 (approval.proposal_id, approval.issuer, approval.subject),
+            )
+        if not existing:
+            raise IllegalTransition(
+                f"proposal {approval.proposal_id} is not pending approval: no approval added"
             )
         return existing[0], False
 
