@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,7 @@ from sidecar.proposals.lifecycle import State
 from sidecar.proposals.service import ProposeCommand
 from sidecar.storage.records import ProposalContext
 from tests.sidecar.test_delivery import PATIENT, build
+from tests.sidecar.test_profile_validation import INVALID
 
 US_CORE_MEDICATION_REQUEST = (
     "http://hl7.org/fhir/us/core/StructureDefinition/us-core-medicationrequest"
@@ -73,4 +76,50 @@ def test_without_a_required_profile_the_same_order_goes_to_review(tmp_path: Path
     parts = build(tmp_path, agent_scopes=("patient/MedicationRequest.c",))
     record = parts.service.propose(order("core-only"))
     assert record.state is State.PENDING_APPROVAL
+    parts.store.close()
+
+
+@pytest.mark.parametrize(
+    ("resource", "operation", "expected"),
+    [pytest.param(r, op, exp, id=name) for name, r, op, exp, _ in INVALID],
+)
+def test_each_invalid_resource_is_refused_by_the_pipeline_before_any_token(
+    tmp_path: Path, resource: dict[str, Any], operation: str, expected: list[tuple[str, str]]
+) -> None:
+    # The 30 invalid resources, through the Propose pipeline as the sidecar runs it
+    # (strict defaults: required_profiles=None), not only through the checker.
+    parts = build(
+        tmp_path,
+        agent_scopes=tuple(
+            f"patient/{t}.cu"
+            for t in (
+                "Observation",
+                "Patient",
+                "Condition",
+                "MedicationRequest",
+                "AllergyIntolerance",
+                "DocumentReference",
+                "Encounter",
+            )
+        ),
+        required_profiles=None,
+    )
+    command = order("x")
+    subject = resource.get("subject", {})
+    patient = "p1" if resource.get("resourceType") == "Patient" or subject else PATIENT
+    with pytest.raises(InvalidProposal) as info:
+        parts.service.propose(
+            replace(
+                command,
+                idempotency_key=f"invalid-{uuid.uuid4().hex}",
+                tool=f"fhir.{operation}",
+                resource_type=str(resource.get("resourceType", "")),
+                resource_json=json.dumps(resource),
+                context=replace(command.context, patient_id=patient),
+            )
+        )
+    found = {(v.field, v.reason) for v in info.value.violations}
+    assert set(expected) <= found, found
+    assert "token.minted" not in parts.kinds()
+    assert parts.ehr.sends == []
     parts.store.close()
