@@ -1,22 +1,37 @@
-"""FHIR R4 REST writes over httpx: conditional create (If-None-Exist) and version-checked update."""
+"""FHIR R4 REST writes over httpx: conditional create, version-checked update, alone or in a transaction."""
 
 from __future__ import annotations
 
 import copy
 import email.utils
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from adapters.errors import AdapterError, FailureClass, payload_error
-from adapters.provenance import with_labels
+from adapters.provenance import transaction_target, with_labels
 from adapters.smart import BackendServicesAuth, TokenEndpointError
 from chartgate.compartment import patient_of
 from chartgate.write_token import PROPOSAL_IDENTIFIER_SYSTEM
 
 FHIR_JSON = "application/fhir+json"
+
+
+@dataclass(frozen=True, slots=True)
+class Companion:
+    """A resource written in the same transaction as the write, built once the write's entry has
+    its `full_url` (a urn:uuid, RFC 4122 / http.html#trules) to reference: the Provenance."""
+
+    full_url: str
+    build: Callable[[dict[str, Any]], dict[str, Any]]
+
+    @classmethod
+    def of(cls, build: Callable[[dict[str, Any]], dict[str, Any]]) -> Companion:
+        return cls(f"urn:uuid:{uuid.uuid4()}", build)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +80,7 @@ class FhirClient:
         Conditional create (http.html#ccreate): when a resource with this identifier exists, the
         server answers 200 with it instead of creating a second.
         """
-        stamped = with_labels(resource, labels) if labels else copy.deepcopy(resource)
-        identifiers = stamped.setdefault("identifier", [])
-        identifiers.append({"system": PROPOSAL_IDENTIFIER_SYSTEM, "value": proposal_id})
+        stamped = _stamped(resource, proposal_id, labels)
         resource_type = stamped["resourceType"]
         response = self._send(
             "POST",
@@ -75,13 +88,78 @@ class FhirClient:
             json=stamped,
             headers={
                 "Content-Type": FHIR_JSON,
-                "If-None-Exist": f"identifier={PROPOSAL_IDENTIFIER_SYSTEM}|{proposal_id}",
+                "If-None-Exist": _if_none_exist(proposal_id),
                 "Prefer": "return=representation",
             },
         )
         if response.status_code not in (200, 201):
             raise _classify(response)
         return _result(response, already_existed=response.status_code == 200)
+
+    def create_in_transaction(
+        self,
+        resource: dict[str, Any],
+        proposal_id: str,
+        labels: list[dict[str, str]] | None,
+        companion: Companion,
+    ) -> WriteResult:
+        """`create`, with a companion resource (the Provenance) in the same transaction
+        (http.html#transaction): both are stored or neither. The create stays conditional
+        (`request.ifNoneExist`), so a resent transaction finds the first one's resource."""
+        stamped = _stamped(resource, proposal_id, labels)
+        request = {
+            "method": "POST",
+            "url": stamped["resourceType"],
+            "ifNoneExist": _if_none_exist(proposal_id),
+        }
+        return self._transact(stamped, request, companion, conditional=True)
+
+    def update_in_transaction(
+        self,
+        partial: dict[str, Any],
+        patient_id: str,
+        labels: list[dict[str, str]] | None,
+        companion: Companion,
+    ) -> WriteResult:
+        """`update`, with a companion resource in the same transaction (version-checked with
+        `request.ifMatch`, as the single PUT is with If-Match)."""
+        merged, etag = self._merged(partial, patient_id, labels)
+        request = {"method": "PUT", "url": f"{partial['resourceType']}/{partial['id']}"}
+        if etag:
+            request["ifMatch"] = etag
+        return self._transact(merged, request, companion, conditional=False)
+
+    def _transact(
+        self,
+        resource: dict[str, Any],
+        request: dict[str, str],
+        companion: Companion,
+        *,
+        conditional: bool,
+    ) -> WriteResult:
+        """POST [base] a transaction of the write (entry 0) and its companion (entry 1)."""
+        other = companion.build(transaction_target(companion.full_url))
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"fullUrl": companion.full_url, "resource": resource, "request": request},
+                {
+                    "fullUrl": f"{self._base}/{other['resourceType']}/{other['id']}",
+                    "resource": other,
+                    "request": {"method": "PUT", "url": f"{other['resourceType']}/{other['id']}"},
+                },
+            ],
+        }
+        response = self._send(
+            "POST",
+            self._base,
+            json=bundle,
+            headers={"Content-Type": FHIR_JSON, "Prefer": "return=minimal"},
+        )
+        if response.status_code != 200:
+            raise _classify(response)
+        return _transaction_result(response, conditional=conditional)
 
     def update(
         self,
@@ -94,13 +172,27 @@ class FhirClient:
         The read also proves the stored resource belongs to the token's patient, so an update
         cannot move data into another patient's chart by naming only an id.
         """
-        resource_type, resource_id = partial["resourceType"], partial["id"]
-        url = f"{self._base}/{resource_type}/{resource_id}"
+        merged, etag = self._merged(partial, patient_id, labels)
+        url = f"{self._base}/{partial['resourceType']}/{partial['id']}"
+        headers = {"Content-Type": FHIR_JSON, "Prefer": "return=representation"}
+        if etag:
+            headers["If-Match"] = etag  # a change made since our read fails with 412, not lost
+        response = self._send("PUT", url, json=merged, headers=headers)
+        if response.status_code not in (200, 201):
+            raise _classify(response)
+        return _result(response, already_existed=False)
+
+    def _merged(
+        self, partial: dict[str, Any], patient_id: str, labels: list[dict[str, str]] | None
+    ) -> tuple[dict[str, Any], str]:
+        """The resource an update writes (the stored one with the partial's elements set) and
+        the stored version's ETag; only within the token's patient's compartment."""
+        url = f"{self._base}/{partial['resourceType']}/{partial['id']}"
         current = self._send("GET", url)
         if current.status_code != 200:
             raise _classify(current)
         stored = current.json()
-        if patient_of(stored) != patient_id:
+        if not isinstance(stored, dict) or patient_of(stored) != patient_id:
             raise payload_error(
                 "payload.wrong_patient",
                 "the stored resource belongs to another patient than the token's",
@@ -113,14 +205,7 @@ class FhirClient:
                 "payload.wrong_patient",
                 "the update would move the resource to another patient",
             )
-        headers = {"Content-Type": FHIR_JSON, "Prefer": "return=representation"}
-        etag = current.headers.get("ETag")
-        if etag:
-            headers["If-Match"] = etag  # a change made since our read fails with 412, not lost
-        response = self._send("PUT", url, json=merged, headers=headers)
-        if response.status_code not in (200, 201):
-            raise _classify(response)
-        return _result(response, already_existed=False)
+        return merged, current.headers.get("ETag", "")
 
     def read_version(self, resource_type: str, fhir_id: str, version: str) -> dict[str, Any] | None:
         """One stored version (vread, http.html#vread); None when the EHR has no such version."""
@@ -302,6 +387,49 @@ def _result(response: httpx.Response, *, already_existed: bool) -> WriteResult:
             "the FHIR server accepted the write but named no resource id",
         )
     return WriteResult(fhir_id, version, already_existed, response.status_code)
+
+
+def _stamped(
+    resource: dict[str, Any], proposal_id: str, labels: list[dict[str, str]] | None
+) -> dict[str, Any]:
+    """A copy carrying the labels and the proposal's identifier (what makes the create
+    conditional and an ambiguous one findable)."""
+    stamped = with_labels(resource, labels) if labels else copy.deepcopy(resource)
+    identifiers = stamped.setdefault("identifier", [])
+    identifiers.append({"system": PROPOSAL_IDENTIFIER_SYSTEM, "value": proposal_id})
+    return stamped
+
+
+def _if_none_exist(proposal_id: str) -> str:
+    return f"identifier={PROPOSAL_IDENTIFIER_SYSTEM}|{proposal_id}"
+
+
+def _transaction_result(response: httpx.Response, *, conditional: bool) -> WriteResult:
+    """The write's outcome from a transaction-response (bundle.html, http.html#transaction-
+    response): entry 0's `response.status` and `response.location` ([base/]Type/id/_history/v).
+    A 200 whose body names no location was still committed: ambiguous, settled by a look-up."""
+    try:
+        body = response.json()
+        first = body["entry"][0]["response"]
+        status = str(first["status"]).strip()
+        location = str(first.get("location") or "")
+    except (ValueError, KeyError, IndexError, TypeError):
+        body, status, location = None, "", ""
+    parts = location.rstrip("/").split("/")
+    if (
+        not isinstance(body, dict)
+        or body.get("type") != "transaction-response"
+        or len(parts) < 4
+        or parts[-2] != "_history"
+        or not status[:3].isdigit()
+    ):
+        raise AdapterError(
+            FailureClass.AMBIGUOUS,
+            "fhir.no_id",
+            "the FHIR server accepted the transaction but its answer names no written version",
+        )
+    code = int(status[:3])
+    return WriteResult(parts[-3], parts[-1], conditional and code == 200, code)
 
 
 _MAX_DIAGNOSTICS = 600

@@ -12,7 +12,9 @@ Provenance (FHIR R4 provenance.html; the IG's "Provenance" level): `target` the 
 `agent` the AI (a contained Device carrying the model and prompt versions) acting on behalf of
 the person the token names, and each approving reviewer as a verifier; `entity` the evidence the
 agent cited (role `source`). Its id is derived from the proposal, and it is written with a PUT,
-so a retried write never makes a second Provenance.
+so a retried write never makes a second Provenance. Where the EHR takes transactions it is
+written in the same transaction as the resource (http.html#transaction), so one is never stored
+without the other; elsewhere right after the write, and by the read-back if that failed.
 """
 
 from __future__ import annotations
@@ -61,10 +63,35 @@ def with_labels(resource: dict[str, Any], labels: list[dict[str, str]]) -> dict[
     return labelled
 
 
-def provenance_id(proposal_id: str, fhir_id: str, version: str) -> str:
-    """A stable id per written version (FHIR ids are [A-Za-z0-9-.]{1,64})."""
-    digest = hashlib.sha256(f"{proposal_id}|{fhir_id}|{version}".encode()).hexdigest()
+def provenance_id(proposal_id: str) -> str:
+    """A stable id per proposal (FHIR ids are [A-Za-z0-9-.]{1,64}). A proposal writes exactly
+    one version, so this is one Provenance per written version; and it is known before the write,
+    so a transaction can carry the Provenance with the resource."""
+    digest = hashlib.sha256(f"chartgate-provenance|{proposal_id}".encode()).hexdigest()
     return f"cg-{digest[:48]}"
+
+
+def version_target(resource_type: str, fhir_id: str, version: str) -> dict[str, Any]:
+    """The Provenance target of a version already written: version-specific, as provenance.html
+    asks where possible."""
+    target = f"{resource_type}/{fhir_id}"
+    return {"reference": f"{target}/_history/{version}" if version else target}
+
+
+# FHIR Extensions Pack, "Resolve as version specific" (usable on Reference): in a transaction,
+# the server resolves the reference to the version the same transaction writes.
+RESOLVE_AS_VERSION_SPECIFIC: Final = (
+    "http://hl7.org/fhir/StructureDefinition/resolve-as-version-specific"
+)
+
+
+def transaction_target(full_url: str) -> dict[str, Any]:
+    """The Provenance target of a resource written in the same transaction (http.html#trules:
+    the server replaces the entry's urn:uuid with the id it assigned)."""
+    return {
+        "reference": full_url,
+        "extension": [{"url": RESOLVE_AS_VERSION_SPECIFIC, "valueBoolean": True}],
+    }
 
 
 def _who(reference: str) -> dict[str, Any]:
@@ -76,11 +103,10 @@ def _who(reference: str) -> dict[str, Any]:
 
 
 def provenance_for(
-    verified: VerifiedWrite, fhir_id: str, version: str, recorded: datetime | None = None
+    verified: VerifiedWrite, target: dict[str, Any], recorded: datetime | None = None
 ) -> dict[str, Any]:
-    """The Provenance of one written version."""
+    """The Provenance of the version `target` references (version_target, transaction_target)."""
     account = verified.provenance
-    target = f"{verified.resource_type}/{fhir_id}"
     device: dict[str, Any] = {
         "resourceType": "Device",
         "id": "agent",
@@ -110,10 +136,10 @@ def provenance_for(
         )
     provenance: dict[str, Any] = {
         "resourceType": "Provenance",
-        "id": provenance_id(verified.proposal_id, fhir_id, version),
+        "id": provenance_id(verified.proposal_id),
         "meta": {"security": [dict(AI_ASSERTED)]},
         "contained": [device],
-        "target": [{"reference": f"{target}/_history/{version}" if version else target}],
+        "target": [copy.deepcopy(target)],
         "recorded": (recorded or datetime.now(UTC)).isoformat(timespec="seconds"),
         "agent": agents,
     }

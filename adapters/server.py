@@ -13,8 +13,8 @@ import grpc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.errors import AdapterError, FailureClass, payload_error, token_error
-from adapters.fhir_client import FhirClient, WriteResult
-from adapters.provenance import labels_for, provenance_for, provenance_id
+from adapters.fhir_client import Companion, FhirClient, WriteResult
+from adapters.provenance import labels_for, provenance_for, provenance_id, version_target
 from adapters.replay import JtiStore
 from adapters.resilience import CircuitBreaker, TokenBucket
 from adapters.smart import BackendServicesAuth, SmartSettings
@@ -120,7 +120,7 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
             # What the vendor does not take is refused here: before the token is spent, the
             # rate limit charged or anything sent (its transport would refuse it again).
             check_write(self._vendor, verified.operation, verified.resource_type, verified.resource)
-            result = self._guarded(lambda: self._write(verified))
+            result, provenance = self._guarded(lambda: self._write(verified))
         except AdapterError as exc:
             log.warning("write refused: reason=%s class=%s", exc.reason, exc.failure)
             return _refused(exc)
@@ -135,7 +135,8 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
                     "the adapter failed unexpectedly; whether the write happened is unknown",
                 )
             )
-        provenance = self._provenance(verified, result)
+        if provenance is None:  # not written with the resource: right after it, then
+            provenance = self._provenance(verified, result)
         log.info(
             "write done: proposal=%s %s/%s version=%s existed=%s",
             verified.proposal_id,
@@ -256,9 +257,7 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
                 stored is not None
                 and accepted
                 and self._guarded(
-                    lambda: self._fhir.exists(
-                        "Provenance", provenance_id(verified.proposal_id, fhir_id, version)
-                    )
+                    lambda: self._fhir.exists("Provenance", provenance_id(verified.proposal_id))
                 )
             )
             if stored is not None and accepted and not provenance:
@@ -321,7 +320,9 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
         self._breaker.record(True)
         return result
 
-    def _write(self, verified: VerifiedWrite) -> WriteResult:
+    def _write(self, verified: VerifiedWrite) -> tuple[WriteResult, str | None]:
+        """The write, and its Provenance's id when it went in the same transaction (None: it
+        is still to be written)."""
         if verified.operation == "create" and patient_of(verified.resource) != verified.patient_id:
             raise payload_error(
                 "payload.wrong_patient", "the body is for another patient than the token's"
@@ -331,9 +332,30 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
         if not self._jti.consume(verified.jti, verified.expires_at):
             raise token_error("token.replayed", "this token was already used")
         labels = labels_for(verified)
+        if self._in_transaction():
+            companion = Companion.of(lambda target: provenance_for(verified, target))
+            if verified.operation == "create":
+                written = self._fhir.create_in_transaction(
+                    verified.resource, verified.proposal_id, labels, companion
+                )
+            else:
+                written = self._fhir.update_in_transaction(
+                    verified.resource, verified.patient_id, labels, companion
+                )
+            return written, provenance_id(verified.proposal_id)
         if verified.operation == "create":
-            return self._fhir.create(verified.resource, verified.proposal_id, labels)
-        return self._fhir.update(verified.resource, verified.patient_id, labels)
+            return self._fhir.create(verified.resource, verified.proposal_id, labels), None
+        return self._fhir.update(verified.resource, verified.patient_id, labels), None
+
+    def _in_transaction(self) -> bool:
+        """Whether the write and its Provenance go in one transaction: where the EHR takes
+        transactions, the Provenance, and (for the create inside it) conditional create."""
+        conditionals = self._vendor.conditionals
+        return (
+            conditionals.transactions
+            and conditionals.conditional_create
+            and self._provenance_accepted()
+        )
 
     def _provenance_accepted(self) -> bool:
         """Whether this EHR takes the Provenance PUT (update-as-create); where it does not, the
@@ -349,7 +371,10 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
         try:
             return self._guarded(
                 lambda: self._fhir.put_provenance(
-                    provenance_for(verified, result.fhir_id, result.fhir_version)
+                    provenance_for(
+                        verified,
+                        version_target(verified.resource_type, result.fhir_id, result.fhir_version),
+                    )
                 )
             )
         except AdapterError as exc:

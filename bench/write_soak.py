@@ -46,10 +46,12 @@ TERMINAL = WRITTEN | {"failed_final", "dead_lettered"}
 
 
 def fault_plan(seed: int) -> dict[str, Any]:
-    writes = ["create"]
+    # The generic profile writes in a transaction (the resource and its Provenance); a vendor
+    # profile without transactions writes with a plain create.
+    writes = ["create", "transaction"]
     return {
         "seed": seed,
-        "server_error": {"probability": 0.05, "interactions": ["create", "search"]},
+        "server_error": {"probability": 0.05, "interactions": [*writes, "search"]},
         "unavailable": {"probability": 0.05, "retry_after_seconds": 1, "interactions": writes},
         "throttle": {"probability": 0.05, "retry_after_seconds": 1, "interactions": writes},
         # Past the adapter's 2 s deadline: stored, never heard of (ambiguous).

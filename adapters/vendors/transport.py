@@ -28,8 +28,9 @@ class VendorTransport(httpx.BaseTransport):
     without conditional create, becomes a search and a plain create under a lock per identifier
     (emulation.py); (c) has an answer in one of the vendor's error shapes turned into the
     failure class it means (error_shapes.py); (d) for a create, carries the identifiers,
-    extensions and meta profiles the vendor requires (content.py). Under the `generic` profile
-    it passes everything through unchanged.
+    extensions and meta profiles the vendor requires (content.py). A transaction (where the
+    vendor takes them) has each entry judged and completed as its own request would be. Under
+    the `generic` profile it passes everything through unchanged.
 
     It sits below httpx's auth, so a 401 still reaches BackendServicesAuth for its one refresh.
     """
@@ -58,6 +59,8 @@ class VendorTransport(httpx.BaseTransport):
         return self._profile
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self._is_transaction(request):
+            return self._send(self._transaction(request))
         write = self._write_of(request)
         if write is None:
             return self._send(request)
@@ -83,6 +86,39 @@ class VendorTransport(httpx.BaseTransport):
             raise failure
         return response
 
+    def _is_transaction(self, request: httpx.Request) -> bool:
+        """POST [base] (http.html#transaction); refused here where the vendor takes none."""
+        path = request.url.path
+        if request.method != "POST" or path.rstrip("/") != self._base_path:
+            return False
+        if not self._profile.conditionals.transactions:
+            raise unsupported(self._profile, "transaction", "Bundle")
+        return True
+
+    def _transaction(self, request: httpx.Request) -> httpx.Request:
+        """Each entry as its own request would be: refused before the wire when the vendor does
+        not take it, a create's required content added."""
+        bundle = _json_body(request)
+        entries = bundle.get("entry") if bundle is not None else None
+        if not isinstance(entries, list):
+            return request  # not ours to judge: the vendor answers a malformed bundle
+        changed = False
+        for entry in entries:
+            write = _entry_write(entry)
+            if write is None:
+                continue
+            interaction, resource_type, resource = write
+            check_write(
+                self._profile,
+                interaction,
+                resource_type,
+                resource if interaction == "create" else None,
+            )
+            if interaction == "create" and resource is not None:
+                entry["resource"] = with_requirements(self._profile, self._settings, resource)
+                changed = True
+        return _with_body(request, bundle) if changed and bundle is not None else request
+
     def _write_of(self, request: httpx.Request) -> tuple[Interaction, str] | None:
         """(create, Type) for POST [base]/Type, (update, Type) for PUT [base]/Type/id; a
         transaction (POST [base]) the vendor does not take is refused here."""
@@ -90,12 +126,6 @@ class VendorTransport(httpx.BaseTransport):
         if not path.startswith(self._base_path):
             return None
         parts = path[len(self._base_path) :].strip("/").split("/")
-        if (
-            request.method == "POST"
-            and parts == [""]
-            and not self._profile.conditionals.transactions
-        ):
-            raise unsupported(self._profile, "transaction", "Bundle")
         if not _TYPE.fullmatch(parts[0]):
             return None
         if request.method == "POST" and len(parts) == 1:
@@ -119,6 +149,26 @@ class EnvironmentTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _entry_write(entry: Any) -> tuple[Interaction, str, dict[str, Any] | None] | None:
+    """(create, Type, resource) for an entry POSTing to Type, (update, Type, resource) for one
+    PUTting to Type/id; None for anything else (the vendor judges it)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
+        return None
+    method, url = entry["request"].get("method"), entry["request"].get("url")
+    if not isinstance(url, str):
+        return None
+    parts = url.split("?", 1)[0].strip("/").split("/")
+    if not _TYPE.fullmatch(parts[0]):
+        return None
+    resource = entry.get("resource")
+    body = resource if isinstance(resource, dict) else None
+    if method == "POST" and len(parts) == 1:
+        return "create", parts[0], body
+    if method == "PUT" and len(parts) == 2:
+        return "update", parts[0], body
+    return None
 
 
 def _json_body(request: httpx.Request) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from chartgate.devstore.access_log import AccessLog
-from chartgate.devstore.bearer import BearerAuth
+from chartgate.devstore.bearer import BearerAuth, bearer_error
 from chartgate.devstore.bundle import searchset
 from chartgate.devstore.capability import capability_statement
 from chartgate.devstore.control import Control
@@ -46,7 +46,7 @@ from chartgate.devstore.outcome import FhirError, Issue, fhir_error, information
 from chartgate.devstore.payload import parse_resource
 from chartgate.devstore.resource_types import require_id, require_type
 from chartgate.devstore.search import parse_condition, parse_search
-from chartgate.devstore.smart import AuthServer
+from chartgate.devstore.smart import AuthServer, BearerError
 from chartgate.devstore.smart_clients import SmartServerConfig
 from chartgate.devstore.smart_http import smart_routes
 from chartgate.devstore.storage import (
@@ -56,11 +56,13 @@ from chartgate.devstore.storage import (
     VersionConflict,
     Written,
 )
+from chartgate.devstore.transaction import Authorize, Context, WriteInteraction, execute
 from chartgate.devstore.validation import validate_resource
 from chartgate.devstore.vendor_mode import VendorMode
 
 log: Final = logging.getLogger("chartgate.devstore")
 FORM: Final = "application/x-www-form-urlencoded"
+_ANY_METHOD: Final = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
 
 def fhir_response(
@@ -87,10 +89,17 @@ def _version_headers(base_url: str, version: StoredVersion) -> dict[str, str]:
 class FhirApi:
     """The handlers. Blocking work (SQLite, pydantic validation) runs in Starlette's thread pool."""
 
-    def __init__(self, storage: Storage, base_path: str, vendor: VendorMode | None = None) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        base_path: str,
+        vendor: VendorMode | None = None,
+        auth: AuthServer | None = None,
+    ) -> None:
         self._storage = storage
         self._base_path = base_path
         self._vendor = vendor  # --behave-like: what that vendor refuses is refused here too
+        self._auth = auth  # SMART: a transaction's entries are checked here, not by BearerAuth
         self._started = datetime.now(UTC)
         try:
             self._software_version = package_version("chartgate")
@@ -131,6 +140,38 @@ class FhirApi:
         form = parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
         params = [*request.query_params.multi_items(), *form]
         return await self._search(request, resource_type, params)
+
+    async def transaction(self, request: Request) -> Response:
+        """POST [base]: a transaction Bundle, all of its entries stored or none (transaction.py)."""
+        _negotiate(request)
+        if self._vendor is not None:
+            self._vendor.check_transaction()
+        raw = await request.body()
+        content_type = request.headers.get("content-type")
+        context = Context(
+            base_url=self._base_url(request),
+            preferences=parse_prefer(request.headers.getlist("prefer")),
+            authorize=self._authorize(request.headers.get("authorization")),
+            vendor=self._vendor,
+        )
+
+        def run() -> Response:
+            return fhir_response(execute(self._storage, raw, content_type, context))
+
+        return await run_in_threadpool(run)
+
+    def _authorize(self, authorization: str | None) -> Authorize | None:
+        auth = self._auth
+        if auth is None:
+            return None
+
+        def authorize(resource_type: str, interaction: WriteInteraction) -> None:
+            try:
+                auth.check(authorization, resource_type, interaction)
+            except BearerError as exc:
+                raise bearer_error(exc) from None
+
+        return authorize
 
     async def instance(self, request: Request) -> Response:
         """GET: read; PUT: update (or update-as-create); DELETE: delete."""
@@ -288,6 +329,10 @@ def _write_response(
     return fhir_response(version.resource, status, headers)
 
 
+async def _no_interaction(request: Request) -> Response:
+    raise HTTPException(404)
+
+
 async def _fhir_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FhirError)
     return fhir_response(exc.outcome(), exc.status, exc.headers)
@@ -303,7 +348,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             "error",
             "not-found",
             "no FHIR interaction is served at this URL "
-            "(history, operations, batch and transaction are not supported)",
+            "(history, operations and batch are not supported)",
         )
     else:
         issue = Issue("error", "processing", f"HTTP {exc.status_code}")
@@ -330,8 +375,8 @@ def create_app(
     base = normalize_base(base_path)
     vendor = VendorMode.named(behave_like) if behave_like is not None else None
     storage = Storage(db_path)
-    api = FhirApi(storage, base, vendor)
     auth = AuthServer(smart, db_path.parent / "smart-jti.sqlite3") if smart is not None else None
+    api = FhirApi(storage, base, vendor, auth)
     fault_state = FaultState(faults)
     control = Control(enabled=allow_control, faults=fault_state, auth=auth)
 
@@ -350,6 +395,11 @@ def create_app(
         # Before the FHIR routes: `.well-known` and `auth` would otherwise match {type}/{id}.
         *smart_routes(auth, base),
         Route(f"{base}/metadata", api.metadata, methods=["GET"]),
+        # The base itself: exact, so no {type} route below can take it, nor it theirs.
+        Route(base or "/", api.transaction, methods=["POST"]),
+        # http.html#root: the base has no trailing slash. [base]/ stays a 404, as before,
+        # rather than Starlette's redirect to the base route.
+        *([Route(f"{base}/", _no_interaction, methods=_ANY_METHOD)] if base else []),
         Route(f"{base}/{{type}}/_search", api.search_post, methods=["POST"]),
         Route(f"{base}/{{type}}/{{id}}/_history/{{vid}}", api.vread, methods=["GET"]),
         Route(f"{base}/{{type}}/{{id}}", api.instance, methods=["GET", "PUT", "DELETE"]),

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chartgate.devstore.http_headers import RESPONSE_CONTENT_TYPE
 from chartgate.devstore.interactions import classify
-from chartgate.devstore.outcome import Issue, IssueCode, operation_outcome
+from chartgate.devstore.outcome import FhirError, Issue, IssueCode, operation_outcome
 from chartgate.devstore.smart import AuthServer, BearerError
 
 
@@ -37,12 +37,24 @@ class BearerAuth:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
                 break
+        # A transaction's entries are checked one by one, each as the interaction it is alone,
+        # by the handler once the Bundle is read (transaction.py); here only a live token.
+        needed = None if interaction == "transaction" else interaction
         try:
-            self.auth.check(authorization, resource_type or "", interaction)
+            self.auth.check(authorization, resource_type or "", needed)
         except BearerError as exc:
             await _refuse(send, exc)
             return
         await self.app(scope, receive, send)
+
+
+def bearer_error(exc: BearerError) -> FhirError:
+    """The refusal as the handlers raise it: what _refuse sends, for a check made in a handler
+    (a transaction's entries)."""
+    code: IssueCode = "login" if exc.status == 401 else "forbidden"
+    return FhirError(
+        exc.status, [Issue("error", code, exc.description)], {"WWW-Authenticate": exc.challenge()}
+    )
 
 
 async def _refuse(send: Send, exc: BearerError) -> None:

@@ -25,6 +25,16 @@ _SEARCH_PARAMS: Final = (
 )
 
 
+_TRANSACTION: Final = (
+    "POST [base] with a Bundle of type transaction (http.html#transaction): entries with "
+    "request.method POST (create; request.ifNoneExist for a conditional create) and PUT "
+    "(update or update-as-create at Type/id; request.ifMatch), all stored in one database "
+    "transaction or none. urn:uuid fullUrls are resolved in references (version-specific with "
+    "the resolve-as-version-specific extension). DELETE, GET, HEAD and PATCH entries, "
+    "conditional references (Type?search) and batch Bundles are refused with 400."
+)
+
+
 def capability_statement(base_url: str, started: datetime, software_version: str) -> dict[str, Any]:
     resource_entry = {
         "versioning": "versioned-update",
@@ -58,6 +68,8 @@ def capability_statement(base_url: str, started: datetime, software_version: str
                     "Pages with _count and _offset."
                 ),
                 "resource": [{"type": t, **resource_entry} for t in RESOURCE_TYPES],
+                # CapabilityStatement.rest.interaction (system-restful-interaction).
+                "interaction": [{"code": "transaction", "documentation": _TRANSACTION}],
                 "searchParam": [
                     {"name": name, "type": kind, "documentation": doc}
                     for name, kind, doc in _SEARCH_PARAMS

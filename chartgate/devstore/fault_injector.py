@@ -12,7 +12,7 @@ import json
 import logging
 import socket
 import struct
-from typing import Final
+from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -141,14 +141,30 @@ def _altered(receive: Receive, rule: Alter) -> Receive:
         body = b"".join(chunks)
         try:
             resource = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # the app answers a body it cannot read, not us
             return {"type": "http.request", "body": body, "more_body": False}
         if isinstance(resource, dict):
-            apply_changes(resource, rule.changes)
+            for target in _resources_of(resource):
+                apply_changes(target, rule.changes)
             body = json.dumps(resource).encode()
         return {"type": "http.request", "body": body, "more_body": False}
 
     return altered
+
+
+def _resources_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """What an EHR would alter: the resource sent, or each resource a transaction carries (the
+    changes' paths are the resource's, e.g. `note[0].text`; the Bundle itself is a change too,
+    so `entry[0].resource...` paths still apply)."""
+    if body.get("resourceType") != "Bundle" or body.get("type") != "transaction":
+        return [body]
+    entries = body.get("entry")
+    inner = [
+        e["resource"]
+        for e in (entries if isinstance(entries, list) else [])
+        if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+    ]
+    return [body, *inner]
 
 
 async def _drain(receive: Receive) -> None:

@@ -63,7 +63,8 @@ class _Rule(BaseModel):
 
     probability: float = Field(default=0.0, ge=0.0, le=1.0)
     interactions: frozenset[Interaction] = Field(
-        default=WRITES, description="create, read, update, delete, search; default the writes"
+        default=WRITES,
+        description="create, read, update, delete, search, transaction; default the writes",
     )
 
     @field_serializer("interactions")

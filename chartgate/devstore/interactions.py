@@ -5,12 +5,23 @@ from __future__ import annotations
 import re
 from typing import Final, Literal
 
-Interaction = Literal["create", "read", "update", "delete", "search"]
-INTERACTIONS: Final[tuple[Interaction, ...]] = ("create", "read", "update", "delete", "search")
-WRITES: Final[frozenset[Interaction]] = frozenset({"create", "update", "delete"})
+# The interactions on one resource type, each with its SMART permission letter.
+TypeInteraction = Literal["create", "read", "update", "delete", "search"]
+# transaction: POST [base] with a transaction Bundle (http.html#transaction), whose entries are
+# type interactions of their own; it has no type and no permission letter of its own.
+Interaction = TypeInteraction | Literal["transaction"]
+INTERACTIONS: Final[tuple[Interaction, ...]] = (
+    "create",
+    "read",
+    "update",
+    "delete",
+    "search",
+    "transaction",
+)
+WRITES: Final[frozenset[Interaction]] = frozenset({"create", "update", "delete", "transaction"})
 
 # The SMART v2 permission each interaction needs (scopes-and-launch-context.html, "cruds").
-PERMISSION: Final[dict[Interaction, str]] = {
+PERMISSION: Final[dict[TypeInteraction, str]] = {
     "create": "c",
     "read": "r",
     "update": "u",
@@ -19,8 +30,8 @@ PERMISSION: Final[dict[Interaction, str]] = {
 }
 
 _TYPE: Final = re.compile(r"[A-Z][A-Za-z]{0,63}")
-_TYPE_LEVEL: Final[dict[str, Interaction]] = {"POST": "create", "GET": "search"}
-_INSTANCE_LEVEL: Final[dict[str, Interaction]] = {
+_TYPE_LEVEL: Final[dict[str, TypeInteraction]] = {"POST": "create", "GET": "search"}
+_INSTANCE_LEVEL: Final[dict[str, TypeInteraction]] = {
     "GET": "read",
     "PUT": "update",
     "DELETE": "delete",
@@ -36,11 +47,13 @@ def normalize_base(base_path: str) -> str:
 def classify(method: str, path: str, base: str) -> tuple[Interaction | None, str | None] | None:
     """(interaction, resource type) for a request under the FHIR base, or None outside it.
 
-    Paths under the base that are not a resource type (metadata, .well-known, the token
-    endpoint) are None too: they are not FHIR interactions. A path under a type that matches no
-    interaction (PATCH, history, operations) is (None, type): the app refuses it, and the
-    bearer check still wants a valid token before saying so.
+    POST [base] itself is ("transaction", None). Paths under the base that are not a resource
+    type (metadata, .well-known, the token endpoint) are None: they are not FHIR interactions. A
+    path under a type that matches no interaction (PATCH, history, operations) is (None, type):
+    the app refuses it, and the bearer check still wants a valid token before saying so.
     """
+    if method == "POST" and path == (base or "/"):
+        return "transaction", None
     prefix = base + "/"
     if not path.startswith(prefix):
         return None
@@ -48,7 +61,7 @@ def classify(method: str, path: str, base: str) -> tuple[Interaction | None, str
     if not _TYPE.fullmatch(parts[0]):
         return None
     resource_type = parts[0]
-    interaction: Interaction | None = None
+    interaction: TypeInteraction | None = None
     if len(parts) == 1:
         interaction = _TYPE_LEVEL.get(method)
     elif len(parts) == 2 and parts[1] == "_search":

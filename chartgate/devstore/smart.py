@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
-from chartgate.devstore.interactions import PERMISSION, Interaction
+from chartgate.devstore.interactions import PERMISSION, TypeInteraction
 from chartgate.devstore.smart_clients import (
     ALGORITHMS,
     ClientKeys,
@@ -345,7 +345,7 @@ class AuthServer:
     # -- resource server --------------------------------------------------------------------
 
     def check(
-        self, authorization: str | None, resource_type: str, interaction: Interaction | None
+        self, authorization: str | None, resource_type: str, interaction: TypeInteraction | None
     ) -> None:
         """Raise BearerError unless the token is live and a scope grants the interaction.
         interaction None (an unsupported request under a type): any live token will do."""

@@ -163,14 +163,8 @@ class Storage:
         With `if_none_match` (conditional create), first look for live resources it matches, in the
         same transaction: one match is returned with created=False, several raise MultipleMatches.
         """
-        with self._transaction() as db:
-            if if_none_match is not None:
-                found = [v for v in _current(db, resource_type) if if_none_match(v.resource or {})]
-                if len(found) > 1:
-                    raise MultipleMatches(len(found))
-                if found:
-                    return Written(found[0], created=False)
-            return Written(_insert(db, resource_type, str(uuid.uuid4()), 1, resource), created=True)
+        with self.transaction() as writes:
+            return writes.create(resource_type, resource, if_none_match=if_none_match)
 
     def update(
         self,
@@ -181,16 +175,15 @@ class Storage:
         if_match: int | Literal["*"] | None = None,
     ) -> Written:
         """Store the next version; created=True when no live version existed (update-as-create)."""
+        with self.transaction() as writes:
+            return writes.update(resource_type, resource_id, resource, if_match=if_match)
+
+    @contextmanager
+    def transaction(self) -> Iterator[WriteTransaction]:
+        """Several reads and writes on one BEGIN IMMEDIATE transaction (http.html#trules): all
+        of them commit when the block ends, none if it raises."""
         with self._transaction() as db:
-            latest = _latest(db, resource_type, resource_id)
-            live = latest is not None and not latest.deleted
-            if if_match is not None:
-                current = latest.version_id if latest is not None and live else None
-                if current is None or (if_match != "*" and if_match != current):
-                    raise VersionConflict(current)
-            next_version = latest.version_id + 1 if latest is not None else 1
-            stored = _insert(db, resource_type, resource_id, next_version, resource)
-            return Written(stored, created=not live)
+            yield WriteTransaction(db)
 
     def delete(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """Record a deletion version; None when there was no live resource to delete."""
@@ -199,6 +192,70 @@ class Storage:
             if latest is None or latest.deleted:
                 return None
             return _insert(db, resource_type, resource_id, latest.version_id + 1, None)
+
+
+class WriteTransaction:
+    """The reads and writes of one open SQLite transaction; only Storage.transaction makes one."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def latest(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        return _latest(self._db, resource_type, resource_id)
+
+    def matching(self, resource_type: str, matcher: Matcher) -> list[StoredVersion]:
+        """The live resources of a type that `matcher` selects, in write order."""
+        return [v for v in _current(self._db, resource_type) if matcher(v.resource or {})]
+
+    def create(
+        self,
+        resource_type: str,
+        resource: Mapping[str, Any],
+        *,
+        if_none_match: Matcher | None = None,
+        resource_id: str | None = None,
+    ) -> Written:
+        """Storage.create's write; `resource_id` is one the caller drew (uuid4) before writing,
+        so that references to the new resource could be resolved first."""
+        if if_none_match is not None:
+            found = self.matching(resource_type, if_none_match)
+            if len(found) > 1:
+                raise MultipleMatches(len(found))
+            if found:
+                return Written(found[0], created=False)
+        new_id = resource_id or str(uuid.uuid4())
+        return Written(_insert(self._db, resource_type, new_id, 1, resource), created=True)
+
+    def update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: Mapping[str, Any],
+        *,
+        if_match: int | Literal["*"] | None = None,
+    ) -> Written:
+        """Storage.update's write."""
+        next_version, creates = self.next_version(resource_type, resource_id, if_match=if_match)
+        stored = _insert(self._db, resource_type, resource_id, next_version, resource)
+        return Written(stored, created=creates)
+
+    def next_version(
+        self,
+        resource_type: str,
+        resource_id: str,
+        *,
+        if_match: int | Literal["*"] | None = None,
+    ) -> tuple[int, bool]:
+        """The version an update would write now and whether it would create the resource (no
+        live version); VersionConflict as update raises it. A transaction needs the version
+        before it writes, to resolve version-specific references to it."""
+        latest = _latest(self._db, resource_type, resource_id)
+        live = latest is not None and not latest.deleted
+        if if_match is not None:
+            current = latest.version_id if latest is not None and live else None
+            if current is None or (if_match != "*" and if_match != current):
+                raise VersionConflict(current)
+        return (latest.version_id + 1 if latest is not None else 1), not live
 
 
 def _latest(db: sqlite3.Connection, resource_type: str, resource_id: str) -> StoredVersion | None:

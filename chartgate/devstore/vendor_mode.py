@@ -42,6 +42,17 @@ class VendorMode:
                 f"(local store behaving like {self.profile.name})",
             )
 
+    def check_transaction(self) -> None:
+        """POST [base] with a transaction Bundle where the vendor takes none: refused as an
+        unsupported write, before the body is read (each entry is then checked as itself)."""
+        if not self.profile.conditionals.transactions:
+            raise fhir_error(
+                self.profile.errors.unsupported_write_status,
+                "not-supported",
+                f"{self.profile.title} does not accept transaction of Bundle "
+                f"(local store behaving like {self.profile.name})",
+            )
+
     def check_create(
         self, resource_type: str, resource: Mapping[str, Any], if_none_exist: str | None
     ) -> None:
@@ -106,6 +117,10 @@ class VendorMode:
                     for i in entry.get("interaction", [])
                     if i.get("code") not in _WRITES
                     or self.profile.accepts(_WRITES[i["code"]], resource_type)
+                ]
+            if not conditionals.transactions:
+                rest["interaction"] = [
+                    i for i in rest.get("interaction", []) if i.get("code") != "transaction"
                 ]
         implementation = adjusted.setdefault("implementation", {})
         implementation["description"] = (

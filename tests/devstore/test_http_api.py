@@ -349,6 +349,27 @@ ERROR_CASES: list[tuple[str, str, bytes, dict[str, str], int, str | None]] = [
     ("POST", "Observation", b"[1, 2]", {}, 400, "structure"),
     ("POST", "Observation", b'{"resourceType": "Observation", "x": NaN}', {}, 400, "structure"),
     ("POST", "Observation", b"\xff\xfe{", {}, 400, "structure"),
+    # A key twice (the last would silently win) and nesting past the bound: refused, never a 500.
+    (
+        "POST",
+        "Observation",
+        b'{"resourceType": "Observation", "status": "final", "status": "x"}',
+        {},
+        400,
+        "structure",
+    ),
+    (
+        "POST",
+        "Observation",
+        b'{"resourceType": "Observation", "extension": '
+        + b'[{"extension": ' * 300
+        + b"[]"
+        + b"}]" * 300
+        + b"}",
+        {},
+        400,
+        "structure",
+    ),
     ("POST", "Observation", b'{"resourceType": "Patient"}', {}, 400, "invalid"),
     ("POST", "Observation", b"<Observation/>", {"Content-Type": "application/fhir+xml"}, 415, None),
     ("POST", "Widget", b'{"resourceType": "Widget"}', {}, 404, "not-supported"),

@@ -140,7 +140,7 @@ def test_a_discard_writes_nothing_and_one_the_ehr_holds_is_accepted_instead(
         stack,
         {
             "schedule": [
-                {"fault": "drop_after_commit", "interactions": ["create"]},
+                {"fault": "drop_after_commit", "interactions": ["transaction"]},
                 {"fault": "server_error", "count": 1000, "interactions": ["search"]},
             ]
         },

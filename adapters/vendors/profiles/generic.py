@@ -37,16 +37,17 @@ PROFILE = VendorProfile(
         source=Source(url=FHIR_R4_HTTP, verification=Verification.VENDOR, note=_SPEC),
     ),
     conditionals=Conditionals(
-        # Conditional create is optional in R4 (http.html#ccreate); this profile assumes it,
-        # as the local store serves it. Chartgate uses neither conditional update nor
-        # transactions, so none is assumed.
+        # Conditional create (http.html#ccreate) and transactions (http.html#transaction) are
+        # optional in R4; this profile assumes both, as the local store serves them: the write
+        # and its Provenance then go in one transaction. Conditional update is not used.
         conditional_create=True,
         conditional_update=False,
-        transactions=False,
+        transactions=True,
         source=Source(
-            url=f"{FHIR_R4_HTTP}#ccreate",
+            url=f"{FHIR_R4_HTTP}#transaction",
             verification=Verification.VENDOR,
-            note="conditional create assumed: check the server's CapabilityStatement",
+            note="conditional create and transactions assumed: check the server's "
+            "CapabilityStatement (rest.interaction transaction, resource.conditionalCreate)",
         ),
     ),
     requirements=Requirements(
