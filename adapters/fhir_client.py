@@ -159,7 +159,13 @@ class FhirClient:
         )
         if response.status_code != 200:
             raise _classify(response)
-        return _transaction_result(response, conditional=conditional)
+        fixed_id = resource.get("id") if request["method"] == "PUT" else None
+        return _transaction_result(
+            response,
+            conditional=conditional,
+            resource_type=str(resource["resourceType"]),
+            resource_id=fixed_id if isinstance(fixed_id, str) else None,
+        )
 
     def update(
         self,
@@ -404,31 +410,44 @@ def _if_none_exist(proposal_id: str) -> str:
     return f"identifier={PROPOSAL_IDENTIFIER_SYSTEM}|{proposal_id}"
 
 
-def _transaction_result(response: httpx.Response, *, conditional: bool) -> WriteResult:
+def _transaction_result(
+    response: httpx.Response,
+    *,
+    conditional: bool,
+    resource_type: str,
+    resource_id: str | None,
+) -> WriteResult:
     """The write's outcome from a transaction-response (bundle.html, http.html#transaction-
-    response): entry 0's `response.status` and `response.location` ([base/]Type/id/_history/v).
-    A 200 whose body names no location was still committed: ambiguous, settled by a look-up."""
+    response): one entry per request entry, each with a 2xx `response.status`; entry 0's
+    `response.location` ([base/]Type/id/_history/v) names the resource the request named. An
+    answer that says less or otherwise was still a 200 to a transaction that may have been
+    committed: ambiguous, settled by a look-up, never read as a success."""
     try:
         body = response.json()
-        first = body["entry"][0]["response"]
-        status = str(first["status"]).strip()
-        location = str(first.get("location") or "")
-    except (ValueError, KeyError, IndexError, TypeError):
-        body, status, location = None, "", ""
+        answers = [entry["response"] for entry in body["entry"]]
+        statuses = [str(answer["status"]).strip() for answer in answers]
+        location = str(answers[0].get("location") or "")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        body, statuses, location = None, [], ""
     parts = location.rstrip("/").split("/")
-    if (
-        not isinstance(body, dict)
-        or body.get("type") != "transaction-response"
-        or len(parts) < 4
-        or parts[-2] != "_history"
-        or not status[:3].isdigit()
-    ):
+    well_formed = (
+        isinstance(body, dict)
+        and body.get("type") == "transaction-response"
+        and len(statuses) == 2
+        and all(status[:3] in ("200", "201") for status in statuses)
+        and len(parts) >= 4
+        and parts[-2] == "_history"
+        and parts[-4] == resource_type
+        and (resource_id is None or parts[-3] == resource_id)
+    )
+    if not well_formed:
         raise AdapterError(
             FailureClass.AMBIGUOUS,
             "fhir.no_id",
-            "the FHIR server accepted the transaction but its answer names no written version",
+            "the FHIR server answered the transaction but not as a committed write of this "
+            "resource and its Provenance",
         )
-    code = int(status[:3])
+    code = int(statuses[0][:3])
     return WriteResult(parts[-3], parts[-1], conditional and code == 200, code)
 
 

@@ -135,7 +135,10 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
                     "the adapter failed unexpectedly; whether the write happened is unknown",
                 )
             )
-        if provenance is None:  # not written with the resource: right after it, then
+        if provenance is None and not result.already_existed:
+            # Not written with the resource: right after it, then. A create that found its
+            # resource already there (a resend) leaves the Provenance as the first attempt left
+            # it: rewriting it would point it at whatever version is current now.
             provenance = self._provenance(verified, result)
         log.info(
             "write done: proposal=%s %s/%s version=%s existed=%s",
@@ -151,7 +154,7 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
             fhir_version=result.fhir_version,
             already_existed=result.already_existed,
             http_status=result.http_status,
-            provenance_id=provenance,
+            provenance_id=provenance or "",
         )
 
     def Lookup(
@@ -332,7 +335,7 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
         if not self._jti.consume(verified.jti, verified.expires_at):
             raise token_error("token.replayed", "this token was already used")
         labels = labels_for(verified)
-        if self._in_transaction():
+        if self._in_transaction(verified):
             companion = Companion.of(lambda target: provenance_for(verified, target))
             if verified.operation == "create":
                 written = self._fhir.create_in_transaction(
@@ -347,14 +350,18 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
             return self._fhir.create(verified.resource, verified.proposal_id, labels), None
         return self._fhir.update(verified.resource, verified.patient_id, labels), None
 
-    def _in_transaction(self) -> bool:
+    def _in_transaction(self, verified: VerifiedWrite) -> bool:
         """Whether the write and its Provenance go in one transaction: where the EHR takes
-        transactions, the Provenance, and (for the create inside it) conditional create."""
+        transactions, the Provenance, and (for the create inside it) conditional create; and
+        not for a resent create, which may find the first attempt's resource (and so its
+        Provenance) stored: in a transaction the Provenance would be rewritten regardless."""
         conditionals = self._vendor.conditionals
+        resent_create = verified.operation == "create" and verified.attempt > 1
         return (
             conditionals.transactions
             and conditionals.conditional_create
             and self._provenance_accepted()
+            and not resent_create
         )
 
     def _provenance_accepted(self) -> bool:

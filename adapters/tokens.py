@@ -47,6 +47,8 @@ class VerifiedWrite:
     on_behalf_of: str = ""
     approvals: tuple[str, ...] = ()
     provenance: WriteAccount | None = None
+    # The sidecar's attempt number for this write (1: the first; a token without one is a first).
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +152,15 @@ class TokenVerifier:
             on_behalf_of=subject if subject != agent else "",
             approvals=_strings(raw.get("approvals", []), "approvals"),
             provenance=_account(raw),
+            attempt=_attempt(raw),
         )
+
+
+def _attempt(detail: dict[str, Any]) -> int:
+    attempt = detail.get("attempt", 1)
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or not 1 <= attempt <= 1_000_000:
+        raise token_error("token.claims", "authorization_details attempt must be a positive integer")
+    return attempt
 
 
 def _write_detail(claims: dict[str, Any]) -> dict[str, str]:

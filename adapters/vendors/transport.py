@@ -10,6 +10,7 @@ from typing import Any, Final
 
 import httpx
 
+from adapters.errors import payload_error
 from adapters.vendors.content import with_requirements
 from adapters.vendors.emulation import CreateEmulator
 from adapters.vendors.error_shapes import vendor_failure
@@ -48,6 +49,7 @@ class VendorTransport(httpx.BaseTransport):
         # Checked here, at start: a missing setting must stop the adapter, not a write.
         self._settings = profile.check_settings(settings or {})
         self._base_path = httpx.URL(base_url).path.rstrip("/")
+        self._base_url = base_url.rstrip("/")
         self._inner = inner if inner is not None else EnvironmentTransport()
         self._clock = clock
         self._emulator = (
@@ -104,9 +106,15 @@ class VendorTransport(httpx.BaseTransport):
             return request  # not ours to judge: the vendor answers a malformed bundle
         changed = False
         for entry in entries:
-            write = _entry_write(entry)
+            write = _entry_write(entry, self._base_url)
             if write is None:
-                continue
+                # What cannot be judged is not sent: a vendor's refusals must not be
+                # sidestepped by a method, a condition or a spelling of the URL.
+                raise payload_error(
+                    "vendor.unsupported",
+                    f"{self._profile.name}: a transaction entry other than POST [type] or PUT "
+                    "[type]/[id] of its own resource type is not sent (docs/adapters.md)",
+                )
             interaction, resource_type, resource = write
             check_write(
                 self._profile,
@@ -151,22 +159,28 @@ class EnvironmentTransport(httpx.BaseTransport):
         self._client.close()
 
 
-def _entry_write(entry: Any) -> tuple[Interaction, str, dict[str, Any] | None] | None:
+def _entry_write(
+    entry: Any, base_url: str
+) -> tuple[Interaction, str, dict[str, Any] | None] | None:
     """(create, Type, resource) for an entry POSTing to Type, (update, Type, resource) for one
-    PUTting to Type/id; None for anything else (the vendor judges it)."""
+    PUTting to Type/id (relative, or under the base); None for anything else: another method,
+    a conditional update (`Type?...`), another server's URL, a resource of another type."""
     if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
         return None
     method, url = entry["request"].get("method"), entry["request"].get("url")
     if not isinstance(url, str):
         return None
-    parts = url.split("?", 1)[0].strip("/").split("/")
-    if not _TYPE.fullmatch(parts[0]):
-        return None
+    if url.startswith(base_url + "/"):
+        url = url[len(base_url) + 1 :]
+    path, query = url.partition("?")[::2]
+    parts = path.split("/")
     resource = entry.get("resource")
     body = resource if isinstance(resource, dict) else None
-    if method == "POST" and len(parts) == 1:
+    if not _TYPE.fullmatch(parts[0]) or (body is not None and body.get("resourceType") != parts[0]):
+        return None
+    if method == "POST" and len(parts) == 1 and not query:
         return "create", parts[0], body
-    if method == "PUT" and len(parts) == 2:
+    if method == "PUT" and len(parts) == 2 and parts[1] and not query:
         return "update", parts[0], body
     return None
 

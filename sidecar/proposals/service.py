@@ -676,7 +676,9 @@ class ProposalService:
         """From `approved`: the first attempt to write it."""
         return self._attempt(record, State.APPROVED)
 
-    def _token(self, record: ProposalRecord, *, lookup: bool = False) -> _Issued | None:
+    def _token(
+        self, record: ProposalRecord, *, lookup: bool = False, attempt: int = 1
+    ) -> _Issued | None:
         """A fresh one-use token for the record's write (or its look-up); None when the approval
         window ended (a token never outlives the approval it carries)."""
         ttl = record.obligations.get("token_ttl_seconds")
@@ -717,6 +719,7 @@ class ProposalService:
                 approvals=approval_ids,
                 lookup=lookup,
                 provenance=provenance,
+                attempt=attempt,
             ),
             ttl_seconds=ttl_seconds,
         )
@@ -732,11 +735,11 @@ class ProposalService:
             # The adapter asked for a pause (throttled, circuit open): the write waits here,
             # approved, and the sweeper sends it when the pause is over. Nothing is lost.
             return self._hold_back(record)
-        token = self._token(record)
+        delivery = Delivery.of(record.delivery)
+        token = self._token(record, attempt=delivery.attempts + 1)
         if token is None:
             return self._approval_lapsed(record, expected)
         minted, scope = token.minted, token.scope
-        delivery = Delivery.of(record.delivery)
         intent = replace(
             delivery,
             attempts=delivery.attempts + 1,

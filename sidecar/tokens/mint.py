@@ -40,6 +40,10 @@ class WriteGrant:
     # agent's model and prompt versions, the evidence it cites, the reviewers who approved.
     # Carried in the signed token, so the adapter writes only what the sidecar decided.
     provenance: WriteProvenance | None = None
+    # Which attempt at the write this token is for (1: the first). A resent create may find
+    # the first attempt's resource already stored, and its Provenance with it: the adapter then
+    # must not write the Provenance again (docs/adapter.md, "AI provenance").
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,7 @@ class TokenMinter:
                     "payload_sha256": grant.payload_sha256,
                     "approvals": list(grant.approvals),
                     "lookup": grant.lookup,
+                    "attempt": grant.attempt,
                     **(
                         {"provenance": grant.provenance.to_json()}
                         if grant.provenance is not None

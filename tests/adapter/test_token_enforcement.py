@@ -6,12 +6,15 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from joserfc import jwt
 
+from adapters.provenance import provenance_id
 from chartgate import keys
 from chartgate.canonical import canonicalize, sha256_hex
 from chartgate.stack import Stack, start_adapter, start_fhir_store
@@ -302,3 +305,66 @@ def test_a_reviewer_diff_reads_the_current_version_once_and_only_in_the_patients
     assert (
         fhir_search(adapter_stack.fhir_base, "Patient", _id=PATIENT)[0].get("active") is not False
     )
+
+
+def test_a_resent_create_keeps_the_first_attempts_provenance(adapter_stack: Stack) -> None:
+    # The first attempt wrote the resource and its Provenance in one transaction; a clinician
+    # then changed the resource. A resend of the same proposal finds the resource and must not
+    # point the Provenance at the clinician's version.
+    body = canonicalize(observation(value=11))
+    grant = grant_for(body)
+    first = write(adapter_stack, minter(adapter_stack).mint(grant).token, body)
+    assert first.written
+    assert not first.already_existed
+    assert first.provenance_id == provenance_id(grant.proposal_id)
+    prov_url = f"{adapter_stack.fhir_base}/Provenance/{first.provenance_id}"
+    written = httpx.get(prov_url, timeout=10).json()
+    assert written["target"][0]["reference"] == (
+        f"Observation/{first.fhir_id}/_history/{first.fhir_version}"
+    )
+    [stored] = stored_for(adapter_stack, grant)
+    edited = {**stored, "status": "amended"}
+    httpx.put(
+        f"{adapter_stack.fhir_base}/Observation/{first.fhir_id}", json=edited, timeout=10
+    ).raise_for_status()
+    again = write(adapter_stack, minter(adapter_stack).mint(replace(grant, attempt=2)).token, body)
+    assert again.written
+    assert again.already_existed
+    assert again.provenance_id == ""
+    assert httpx.get(prov_url, timeout=10).json() == written  # not rewritten, not re-versioned
+    assert len(stored_for(adapter_stack, grant)) == 1
+
+
+def test_a_resent_create_that_finds_nothing_writes_the_resource_and_its_provenance(
+    adapter_stack: Stack,
+) -> None:
+    body = canonicalize(observation(value=12))
+    grant = replace(grant_for(body), attempt=3)
+    done = write(adapter_stack, minter(adapter_stack).mint(grant).token, body)
+    assert done.written
+    assert not done.already_existed
+    assert done.provenance_id == provenance_id(grant.proposal_id)
+    prov = httpx.get(f"{adapter_stack.fhir_base}/Provenance/{done.provenance_id}", timeout=10)
+    assert prov.json()["target"] == [
+        {"reference": f"Observation/{done.fhir_id}/_history/{done.fhir_version}"}
+    ]
+
+
+@pytest.mark.parametrize("attempt", [0, -1, True, "2", 1.5, 10**7])
+def test_a_malformed_attempt_is_refused(adapter_stack: Stack, attempt: object) -> None:
+    body = canonicalize(observation(value=13.5))
+    grant = grant_for(body)
+    detail = {
+        "type": "chartgate_fhir_write",
+        "proposal_id": grant.proposal_id,
+        "operation": grant.operation,
+        "target": grant.target,
+        "payload_sha256": grant.payload_sha256,
+        "attempt": attempt,
+    }
+    token = _custom_token(adapter_stack, grant, authorization_details=[detail])
+    assert refused(adapter_stack, token, body) == (
+        adapter_pb2.FAILURE_CLASS_TOKEN,
+        "token.claims",
+    )
+    assert stored_for(adapter_stack, grant) == []

@@ -314,3 +314,116 @@ def test_the_generic_profile_passes_a_transaction_through_unchanged() -> None:
         Companion("urn:uuid:1", lambda t: {"resourceType": "Provenance", "id": "x", "target": [t]}),
     )
     assert server.bundles() == direct.bundles()
+
+
+def answered(*entries: dict[str, Any]) -> Callable[[dict[str, Any]], httpx.Response]:
+    body = {"resourceType": "Bundle", "type": "transaction-response", "entry": list(entries)}
+    return lambda _: httpx.Response(200, json=body)
+
+
+PROVENANCE_OK: dict[str, Any] = {
+    "response": {"status": "201 Created", "location": "Provenance/x/_history/1"}
+}
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        # A failed entry inside a 200 (a server answering batch-style).
+        [
+            {
+                "response": {
+                    "status": "412 Precondition Failed",
+                    "location": "Observation/o-9/_history/3",
+                }
+            },
+            PROVENANCE_OK,
+        ],
+        # The Provenance entry failed.
+        [
+            {"response": {"status": "201 Created", "location": "Observation/o-9/_history/1"}},
+            {"response": {"status": "422 Unprocessable Entity"}},
+        ],
+        # Only one answer for two requests.
+        [{"response": {"status": "201 Created", "location": "Observation/o-9/_history/1"}}],
+        # A location of another type.
+        [
+            {"response": {"status": "201 Created", "location": "Condition/o-9/_history/1"}},
+            PROVENANCE_OK,
+        ],
+    ],
+    ids=["entry-412", "provenance-422", "one-answer", "other-type"],
+)
+def test_a_transaction_answer_that_is_not_a_committed_write_is_ambiguous(
+    entries: list[dict[str, Any]],
+) -> None:
+    server = Server(answered(*entries))
+    fhir = FhirClient(BASE, transport=httpx.MockTransport(server))
+    write = verified()
+    with pytest.raises(AdapterError) as info:
+        fhir.create_in_transaction(write.resource, "pr-1", None, companion(write))
+    assert (info.value.failure, info.value.reason) == (FailureClass.AMBIGUOUS, "fhir.no_id")
+
+
+def test_an_update_answer_naming_another_resource_is_ambiguous() -> None:
+    server = Server(
+        answered(
+            {"response": {"status": "200 OK", "location": "Observation/o-2/_history/4"}},
+            PROVENANCE_OK,
+        )
+    )
+    fhir = FhirClient(BASE, transport=httpx.MockTransport(server))
+    partial = {"resourceType": "Observation", "id": "o-1", "status": "amended"}
+    with pytest.raises(AdapterError) as info:
+        fhir.update_in_transaction(partial, "p-1", None, companion(verified("update", partial)))
+    assert info.value.failure is FailureClass.AMBIGUOUS
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"method": "POST", "url": f"{BASE}/Observation"},  # absolute: judged as Observation
+        {"method": "PUT", "url": "Observation?identifier=x|y"},  # conditional update
+        {"method": "DELETE", "url": "QuestionnaireResponse/q-1"},
+        {"method": "PATCH", "url": "QuestionnaireResponse/q-1"},
+        {"method": "POST", "url": "QuestionnaireResponse?x=1"},
+        {"method": "POST", "url": "https://elsewhere.example/fhir/QuestionnaireResponse"},
+        {"method": "POST", "url": "Patient"},  # the resource is a QuestionnaireResponse
+        {"url": "QuestionnaireResponse"},
+    ],
+    ids=[
+        "absolute",
+        "conditional-put",
+        "delete",
+        "patch",
+        "query",
+        "elsewhere",
+        "type-mismatch",
+        "no-method",
+    ],
+)
+def test_an_entry_the_seam_cannot_judge_is_not_sent(request_: dict[str, str]) -> None:
+    server = Server(response_bundle("201 Created", "QuestionnaireResponse/q-1/_history/1"))
+    transport = VendorTransport(
+        transactional("athenahealth"),
+        base_url=BASE,
+        settings={"practice_id": "1128700"},
+        inner=httpx.MockTransport(server),
+    )
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {"resourceType": "QuestionnaireResponse", "status": "completed"},
+                "request": request_,
+            }
+        ],
+    }
+    with (
+        httpx.Client(transport=transport) as http,
+        pytest.raises(AdapterError) as info,
+    ):
+        http.post(BASE, json=bundle)
+    assert info.value.reason == "vendor.unsupported"
+    assert server.requests == []
