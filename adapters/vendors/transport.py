@@ -116,6 +116,15 @@ class VendorTransport(httpx.BaseTransport):
                     "[type]/[id] of its own resource type is not sent (docs/adapters.md)",
                 )
             interaction, resource_type, resource = write
+            if (
+                "ifNoneExist" in entry["request"]
+                and not self._profile.conditionals.conditional_create
+            ):
+                # Emulated for a single create (search, then create, under a lock): not inside a
+                # transaction, where the search could not be part of the same commit.
+                raise unsupported(
+                    self._profile, "conditional create in a transaction", resource_type
+                )
             check_write(
                 self._profile,
                 interaction,

@@ -427,3 +427,32 @@ def test_an_entry_the_seam_cannot_judge_is_not_sent(request_: dict[str, str]) ->
         http.post(BASE, json=bundle)
     assert info.value.reason == "vendor.unsupported"
     assert server.requests == []
+
+
+def test_a_conditional_create_in_a_transaction_is_refused_where_it_would_be_emulated() -> None:
+    server = Server(response_bundle("201 Created", "QuestionnaireResponse/q-1/_history/1"))
+    profile = transactional("athenahealth")
+    profile = profile.model_copy(
+        update={
+            "conditionals": profile.conditionals.model_copy(update={"conditional_create": False})
+        }
+    )
+    transport = VendorTransport(
+        profile,
+        base_url=BASE,
+        settings={"practice_id": "1128700"},
+        inner=httpx.MockTransport(server),
+    )
+    body = {
+        "resourceType": "QuestionnaireResponse",
+        "status": "completed",
+        "subject": {"reference": "Patient/p-1"},
+    }
+    write = verified(resource=body)
+    with pytest.raises(AdapterError) as info:
+        FhirClient(BASE, transport=transport).create_in_transaction(
+            body, "pr-1", None, companion(write)
+        )
+    assert info.value.reason == "vendor.unsupported"
+    assert "conditional create in a transaction" in info.value.message
+    assert server.requests == []
