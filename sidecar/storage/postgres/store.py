@@ -10,8 +10,7 @@ of the driver or the pool is a `psycopg.Error` (the pool's PoolTimeout and PoolC
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Final
 
@@ -22,13 +21,16 @@ from psycopg_pool import ConnectionPool
 
 from sidecar.errors import IllegalTransition
 from sidecar.proposals.lifecycle import State, check_transition
-from sidecar.storage.records import (
-    ApprovalRecord,
-    ProposalContext,
-    ProposalQuery,
-    ProposalRecord,
-    utc_now,
+from sidecar.storage.columns import (
+    APPROVAL_COLUMNS,
+    COLUMNS,
+    approval_from_row,
+    approval_row,
+    record_from_row,
+    record_row,
+    update_values,
 )
+from sidecar.storage.records import ApprovalRecord, ProposalQuery, ProposalRecord, utc_now
 
 # The same number as the SQLite backend's: schema N has the same tables and columns in every
 # backend, so one migration note covers both.
@@ -97,66 +99,14 @@ CREATE TABLE {schema}.schema_version (
 );
 """
 
-_COLUMNS: Final = tuple(ProposalRecord.__dataclass_fields__)
-_APPROVAL_COLUMNS: Final = tuple(ApprovalRecord.__dataclass_fields__)
-# Never changed after the insert: who and what the proposal is (a proposal cannot be re-keyed,
-# nor its hash detached from its payload), and its state (only through the lifecycle table).
-_FIXED: Final = frozenset(
-    {
-        "proposal_id",
-        "state",
-        "payload",
-        "payload_sha256",
-        "tenant_id",
-        "agent_id",
-        "idempotency_key",
-        "created_at",
-    }
-)
 # The SQLite backend caps a page at 1000 rows; the same cap keeps results identical.
 _MAX_LIMIT: Final = 1000
 # PostgreSQL truncates longer identifiers silently, so two long schema names could meet.
 _MAX_IDENTIFIER_BYTES: Final = 63
 
 
-def _to_column(name: str, value: Any) -> Any:
-    """The stored form of one ProposalRecord field: the SQLite backend's, byte for byte."""
-    if name == "context":
-        return json.dumps(value.to_json(), sort_keys=True)
-    if name in ("fields", "approver_roles"):
-        return json.dumps(list(value))
-    if name == "reasons":
-        return json.dumps([dict(r) for r in value])
-    if name in ("summary", "obligations", "rejection", "delivery", "receipt", "reconciliation"):
-        return json.dumps(dict(value), sort_keys=True)
-    if name == "state":
-        return State(value).value
-    if name == "payload":
-        return bytes(value)
-    return value
-
-
-def _from_row(row: Sequence[Any]) -> ProposalRecord:
-    data = dict(zip(_COLUMNS, row, strict=True))
-    data["state"] = State(data["state"])
-    data["payload"] = bytes(data["payload"])
-    data["context"] = ProposalContext.from_json(json.loads(data["context"]))
-    data["fields"] = tuple(json.loads(data["fields"]))
-    data["approver_roles"] = tuple(json.loads(data["approver_roles"]))
-    data["reasons"] = tuple(json.loads(data["reasons"]))
-    for name in ("summary", "obligations", "rejection", "delivery", "receipt", "reconciliation"):
-        data[name] = json.loads(data[name])
-    return ProposalRecord(**data)
-
-
-def _approval_from_row(row: Sequence[Any]) -> ApprovalRecord:
-    data = dict(zip(_APPROVAL_COLUMNS, row, strict=True))
-    data["roles"] = tuple(json.loads(data["roles"]))
-    return ApprovalRecord(**data)
-
-
-_COLUMN_LIST: Final = ", ".join(_COLUMNS)
-_APPROVAL_COLUMN_LIST: Final = ", ".join(_APPROVAL_COLUMNS)
+_COLUMN_LIST: Final = ", ".join(COLUMNS)
+_APPROVAL_COLUMN_LIST: Final = ", ".join(APPROVAL_COLUMNS)
 _Statement = bytes  # SQL text; every identifier in it is ours, the schema quoted by psycopg
 
 
@@ -216,7 +166,7 @@ class PostgresStore:
         # the query's round trip; the same bytes each time also let psycopg prepare them.
         self._insert = self._sql(
             f"INSERT INTO {self._proposals} ({_COLUMN_LIST}) "  # noqa: S608
-            f"VALUES ({', '.join('%s' for _ in _COLUMNS)}) "
+            f"VALUES ({', '.join('%s' for _ in COLUMNS)}) "
             "ON CONFLICT (tenant_id, agent_id, idempotency_key) DO NOTHING"
         )
         select = f"SELECT {_COLUMN_LIST} FROM {self._proposals} WHERE "  # noqa: S608
@@ -232,7 +182,7 @@ class PostgresStore:
         # moved row and add nothing. So the approvals a decision counted are all there will be.
         self._insert_approval = self._sql(
             f"INSERT INTO {self._approvals} ({_APPROVAL_COLUMN_LIST}) "  # noqa: S608
-            f"SELECT {', '.join('%s' for _ in _APPROVAL_COLUMNS)} WHERE EXISTS ("
+            f"SELECT {', '.join('%s' for _ in APPROVAL_COLUMNS)} WHERE EXISTS ("
             f"SELECT 1 FROM {self._proposals} WHERE proposal_id = %s AND state = %s FOR SHARE) "
             "ON CONFLICT (proposal_id, issuer, subject) DO NOTHING"
         )
@@ -301,7 +251,7 @@ class PostgresStore:
     def insert_or_get(self, record: ProposalRecord) -> tuple[ProposalRecord, bool]:
         now = utc_now()
         record = replace(record, created_at=now, updated_at=now)
-        row = tuple(_to_column(name, getattr(record, name)) for name in _COLUMNS)
+        row = record_row(record)
         with self._pool.connection() as conn:
             if conn.execute(self._insert, row).rowcount == 1:
                 return record, True
@@ -312,12 +262,12 @@ class PostgresStore:
             ).fetchone()
         if existing is None:  # pragma: no cover - rows are never deleted
             raise psycopg.DatabaseError("idempotency conflict row disappeared")
-        return _from_row(existing), False
+        return record_from_row(existing), False
 
     def get(self, proposal_id: str) -> ProposalRecord | None:
         with self._pool.connection() as conn:
             row = conn.execute(self._by_id, (proposal_id,)).fetchone()
-        return None if row is None else _from_row(row)
+        return None if row is None else record_from_row(row)
 
     def transition(
         self, proposal_id: str, expected: State, target: State, /, **updates: Any
@@ -336,11 +286,7 @@ class PostgresStore:
         updates: Mapping[str, Any],
         target: State | None,
     ) -> ProposalRecord:
-        for key, value in updates.items():
-            if key not in _COLUMNS or key in _FIXED:
-                raise ValueError(f"cannot update column {key}")
-            values[key] = _to_column(key, value)
-        values["updated_at"] = utc_now()
+        values = update_values(values, updates)
         columns = tuple(values)
         statement = self._updates.get(columns)
         if statement is None:
@@ -355,7 +301,7 @@ class PostgresStore:
         with self._pool.connection() as conn:
             row = conn.execute(statement, params).fetchone()
             if row is not None:
-                return _from_row(row)
+                return record_from_row(row)
             # Only for the message: the row may move again right after this read.
             current = conn.execute(self._state_of, (proposal_id,)).fetchone()
         state = current[0] if current else "absent"
@@ -396,14 +342,11 @@ class PostgresStore:
             rows = conn.execute(
                 statement, (*params, max(0, min(query.limit, _MAX_LIMIT)))
             ).fetchall()
-        return [_from_row(row) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     def add_approval(self, approval: ApprovalRecord) -> tuple[ApprovalRecord, bool]:
         approval = replace(approval, created_at=approval.created_at or utc_now())
-        row = tuple(
-            json.dumps(list(approval.roles)) if name == "roles" else getattr(approval, name)
-            for name in _APPROVAL_COLUMNS
-        )
+        row = approval_row(approval)
         params = (*row, approval.proposal_id, State.PENDING_APPROVAL.value)
         with self._pool.connection() as conn:
             if conn.execute(self._insert_approval, params).rowcount == 1:
@@ -416,9 +359,9 @@ class PostgresStore:
             raise IllegalTransition(
                 f"proposal {approval.proposal_id} is not pending approval: no approval added"
             )
-        return _approval_from_row(existing), False
+        return approval_from_row(existing), False
 
     def approvals(self, proposal_id: str) -> list[ApprovalRecord]:
         with self._pool.connection() as conn:
             rows = conn.execute(self._approvals_of, (proposal_id,)).fetchall()
-        return [_approval_from_row(row) for row in rows]
+        return [approval_from_row(row) for row in rows]

@@ -7,7 +7,6 @@ transaction), and `busy_timeout` makes a writer wait for another instead of fail
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Mapping
@@ -17,13 +16,16 @@ from typing import Any, Final
 
 from sidecar.errors import IllegalTransition
 from sidecar.proposals.lifecycle import State, check_transition
-from sidecar.storage.records import (
-    ApprovalRecord,
-    ProposalContext,
-    ProposalQuery,
-    ProposalRecord,
-    utc_now,
+from sidecar.storage.columns import (
+    APPROVAL_COLUMNS,
+    COLUMNS,
+    approval_from_row,
+    approval_row,
+    record_from_row,
+    record_row,
+    update_values,
 )
+from sidecar.storage.records import ApprovalRecord, ProposalQuery, ProposalRecord, utc_now
 
 SCHEMA_VERSION: Final = 4
 
@@ -81,64 +83,6 @@ CREATE TABLE IF NOT EXISTS approvals (
 );
 """
 
-_COLUMNS: Final = tuple(ProposalRecord.__dataclass_fields__)
-_APPROVAL_COLUMNS: Final = tuple(ApprovalRecord.__dataclass_fields__)
-# Stored as JSON text; everything else as it is (state as its value).
-_JSON_COLUMNS: Final = frozenset(
-    {
-        "context",
-        "fields",
-        "summary",
-        "reasons",
-        "obligations",
-        "approver_roles",
-        "rejection",
-        "delivery",
-        "receipt",
-        "reconciliation",
-    }
-)
-# Never changed after the insert: who and what the proposal is (a proposal cannot be re-keyed,
-# nor its hash detached from its payload), and its state (only through the lifecycle table).
-_FIXED: Final = frozenset(
-    {
-        "proposal_id",
-        "state",
-        "payload",
-        "payload_sha256",
-        "tenant_id",
-        "agent_id",
-        "idempotency_key",
-        "created_at",
-    }
-)
-
-
-def _to_column(name: str, value: Any) -> Any:
-    if name == "context":
-        return json.dumps(value.to_json(), sort_keys=True)
-    if name in ("fields", "approver_roles"):
-        return json.dumps(list(value))
-    if name == "reasons":
-        return json.dumps([dict(r) for r in value])
-    if name in _JSON_COLUMNS:
-        return json.dumps(dict(value), sort_keys=True)
-    if name == "state":
-        return value.value
-    return value
-
-
-def _from_row(row: tuple[Any, ...]) -> ProposalRecord:
-    data = dict(zip(_COLUMNS, row, strict=True))
-    data["state"] = State(data["state"])
-    data["context"] = ProposalContext.from_json(json.loads(data["context"]))
-    data["fields"] = tuple(json.loads(data["fields"]))
-    data["approver_roles"] = tuple(json.loads(data["approver_roles"]))
-    data["reasons"] = tuple(json.loads(data["reasons"]))
-    for name in ("summary", "obligations", "rejection", "delivery", "receipt", "reconciliation"):
-        data[name] = json.loads(data[name])
-    return ProposalRecord(**data)
-
 
 class SqliteStore:
     """ProposalStore over one SQLite database file (WAL, synchronous=NORMAL)."""
@@ -178,11 +122,11 @@ class SqliteStore:
     def insert_or_get(self, record: ProposalRecord) -> tuple[ProposalRecord, bool]:
         now = utc_now()
         record = replace(record, created_at=now, updated_at=now)
-        row = tuple(_to_column(name, getattr(record, name)) for name in _COLUMNS)
-        placeholders = ",".join("?" for _ in _COLUMNS)
+        row = record_row(record)
+        placeholders = ",".join("?" for _ in COLUMNS)
         with self._lock:
             cursor = self._conn.execute(
-                f"INSERT INTO proposals ({','.join(_COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608
+                f"INSERT INTO proposals ({','.join(COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608
                 "ON CONFLICT (tenant_id, agent_id, idempotency_key) DO NOTHING",
                 row,
             )
@@ -217,11 +161,7 @@ class SqliteStore:
         updates: Mapping[str, Any],
         target: State | None,
     ) -> ProposalRecord:
-        for key, value in updates.items():
-            if key not in _COLUMNS or key in _FIXED:
-                raise ValueError(f"cannot update column {key}")
-            values[key] = _to_column(key, value)
-        values["updated_at"] = utc_now()
+        values = update_values(values, updates)
         assignments = ", ".join(f"{k} = ?" for k in values)
         with self._lock:
             cursor = self._conn.execute(
@@ -267,25 +207,22 @@ class SqliteStore:
         where = " AND ".join(clauses) or "1 = 1"
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT {','.join(_COLUMNS)} FROM proposals WHERE {where} "  # noqa: S608
+                f"SELECT {','.join(COLUMNS)} FROM proposals WHERE {where} "  # noqa: S608
                 "ORDER BY created_at, proposal_id LIMIT ?",
                 (*params, max(0, min(query.limit, 1000))),
             ).fetchall()
-        return [_from_row(row) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     def add_approval(self, approval: ApprovalRecord) -> tuple[ApprovalRecord, bool]:
         approval = replace(approval, created_at=approval.created_at or utc_now())
-        row = tuple(
-            json.dumps(list(approval.roles)) if name == "roles" else getattr(approval, name)
-            for name in _APPROVAL_COLUMNS
-        )
+        row = approval_row(approval)
         with self._lock:
             # Only while the proposal waits for approval, in one statement (so also against
             # another process on the same file): the approvals a decision counted are all
             # there will be.
             cursor = self._conn.execute(
-                f"INSERT INTO approvals ({','.join(_APPROVAL_COLUMNS)}) "  # noqa: S608
-                f"SELECT {','.join('?' for _ in _APPROVAL_COLUMNS)} WHERE EXISTS ("
+                f"INSERT INTO approvals ({','.join(APPROVAL_COLUMNS)}) "  # noqa: S608
+                f"SELECT {','.join('?' for _ in APPROVAL_COLUMNS)} WHERE EXISTS ("
                 "SELECT 1 FROM proposals WHERE proposal_id = ? AND state = ?) "
                 "ON CONFLICT (proposal_id, issuer, subject) DO NOTHING",
                 (*row, approval.proposal_id, State.PENDING_APPROVAL.value),
@@ -308,20 +245,15 @@ class SqliteStore:
 
     def _approvals(self, where: str, params: tuple[Any, ...]) -> list[ApprovalRecord]:
         rows = self._conn.execute(
-            f"SELECT {','.join(_APPROVAL_COLUMNS)} FROM approvals WHERE {where} "  # noqa: S608
+            f"SELECT {','.join(APPROVAL_COLUMNS)} FROM approvals WHERE {where} "  # noqa: S608
             "ORDER BY created_at, approval_id",
             params,
         ).fetchall()
-        out = []
-        for row in rows:
-            data = dict(zip(_APPROVAL_COLUMNS, row, strict=True))
-            data["roles"] = tuple(json.loads(data["roles"]))
-            out.append(ApprovalRecord(**data))
-        return out
+        return [approval_from_row(row) for row in rows]
 
     def _select(self, where: str, params: tuple[Any, ...]) -> ProposalRecord | None:
         row = self._conn.execute(
-            f"SELECT {','.join(_COLUMNS)} FROM proposals WHERE {where}",  # noqa: S608
+            f"SELECT {','.join(COLUMNS)} FROM proposals WHERE {where}",  # noqa: S608
             params,
         ).fetchone()
-        return None if row is None else _from_row(row)
+        return None if row is None else record_from_row(row)
