@@ -197,8 +197,8 @@ class FhirClient:
         current = self._send("GET", url)
         if current.status_code != 200:
             raise _classify(current)
-        stored = current.json()
-        if not isinstance(stored, dict) or patient_of(stored) != patient_id:
+        stored = _json_object(current, committed=False)
+        if patient_of(stored) != patient_id:
             raise payload_error(
                 "payload.wrong_patient",
                 "the stored resource belongs to another patient than the token's",
@@ -220,8 +220,7 @@ class FhirClient:
             return None
         if response.status_code != 200:
             raise _classify(response)
-        body = response.json()
-        return body if isinstance(body, dict) else None
+        return _json_object(response, committed=False)
 
     def exists(self, resource_type: str, fhir_id: str) -> bool:
         """Whether a resource is there (read, http.html#read)."""
@@ -255,10 +254,11 @@ class FhirClient:
         )
         if response.status_code != 200:
             raise _classify(response)
-        bundle = response.json()
+        bundle = _json_object(response, committed=False)
+        listed = bundle.get("entry")
         entries: list[dict[str, Any]] = [
             e["resource"]
-            for e in (bundle.get("entry") or [])
+            for e in (listed if isinstance(listed, list) else [])
             if isinstance(e, dict)
             and isinstance(e.get("resource"), dict)
             and (e.get("search") or {}).get("mode", "match") == "match"
@@ -278,8 +278,8 @@ class FhirClient:
         response = self._send("GET", url)
         if response.status_code != 200:
             raise _classify(response)
-        stored = response.json()
-        if not isinstance(stored, dict) or patient_of(stored) != patient_id:
+        stored = _json_object(response, committed=False)
+        if patient_of(stored) != patient_id:
             raise payload_error(
                 "payload.wrong_patient",
                 "the stored resource belongs to another patient than the token's",
@@ -303,8 +303,8 @@ class FhirClient:
             return None
         if response.status_code != 200:
             raise _classify(response)
-        stored = response.json()
-        if not isinstance(stored, dict) or patient_of(stored) != patient_id:
+        stored = _json_object(response, committed=False)
+        if patient_of(stored) != patient_id:
             raise payload_error(
                 "payload.wrong_patient",
                 "the stored resource belongs to another patient than the token's",
@@ -377,10 +377,28 @@ def merge_update(stored: dict[str, Any], partial: dict[str, Any]) -> dict[str, A
     return merged
 
 
+def _json_object(response: httpx.Response, *, committed: bool) -> dict[str, Any]:
+    """The answer's JSON object. An answer that is not one is the EHR's fault, never a crash:
+    ambiguous after a write it may have committed, a server error for a read."""
+    try:
+        body = response.json()
+    except (ValueError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        raise AdapterError(
+            FailureClass.AMBIGUOUS if committed else FailureClass.SERVER_ERROR,
+            "fhir.malformed_answer",
+            f"the FHIR server answered HTTP {response.status_code} without a JSON object",
+            http_status=response.status_code,
+        )
+    return body
+
+
 def _result(response: httpx.Response, *, already_existed: bool) -> WriteResult:
-    body = response.json() if response.content else {}
+    body = _json_object(response, committed=True) if response.content else {}
+    meta = body.get("meta")
     fhir_id = str(body.get("id", ""))
-    version = str((body.get("meta") or {}).get("versionId", ""))
+    version = str(meta.get("versionId", "") if isinstance(meta, dict) else "")
     if not fhir_id or not version:
         # return=representation may be ignored; fall back to Location: [base]/T/id/_history/v
         parts = response.headers.get("Location", "").rstrip("/").split("/")
@@ -427,7 +445,7 @@ def _transaction_result(
         answers = [entry["response"] for entry in body["entry"]]
         statuses = [str(answer["status"]).strip() for answer in answers]
         location = str(answers[0].get("location") or "")
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
         body, statuses, location = None, [], ""
     parts = location.rstrip("/").split("/")
     well_formed = (
@@ -477,7 +495,7 @@ def _classify(response: httpx.Response) -> AdapterError:
     """Map a FHIR error answer to a failure class, with the OperationOutcome's diagnostics for the
     agent (they may quote the resource: they are returned, never logged)."""
     status = response.status_code
-    said = _diagnostics(response)
+    said = diagnostics(response)
     message = f"HTTP {status}" + (f": {said}" if said else "")
     retry_after = retry_after_seconds(response.headers.get("Retry-After"))
 
@@ -499,16 +517,18 @@ def _classify(response: httpx.Response) -> AdapterError:
     return error(FailureClass.BUSINESS_RULE, "fhir.unexpected")
 
 
-def _diagnostics(response: httpx.Response) -> str:
-    """`code: diagnostics` of each OperationOutcome issue, bounded (FHIR R4 OperationOutcome)."""
+def diagnostics(response: httpx.Response) -> str:
+    """`code at path: diagnostics` of each OperationOutcome issue, bounded (FHIR R4
+    OperationOutcome); "" when the answer is not one. For the agent: returned, never logged."""
     try:
         outcome = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     if not isinstance(outcome, dict) or outcome.get("resourceType") != "OperationOutcome":
         return ""
+    issues = outcome.get("issue")
     parts: list[str] = []
-    for issue in outcome.get("issue", [])[:10]:
+    for issue in issues[:10] if isinstance(issues, list) else []:
         if not isinstance(issue, dict):
             continue
         code = str(issue.get("code", ""))[:40]

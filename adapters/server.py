@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import grpc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -68,6 +69,7 @@ class AdapterConfig(BaseModel):
 
 
 # The classes a breaker counts as the EHR failing (not the request being wrong).
+_FHIR_ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _BREAKER_FAILURES = frozenset(
     {
         FailureClass.TRANSPORT,
@@ -212,6 +214,8 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
             current = self._guarded(
                 lambda: self._fhir.read_current(verified.resource, verified.patient_id)
             )
+            found = current is not None and current.body is not None
+            resource_json = canonicalize(current.body) if found and current else b""
         except AdapterError as exc:
             log.warning("read failed: reason=%s class=%s", exc.reason, exc.failure)
             return adapter_pb2.ReadResponse(
@@ -228,12 +232,10 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
                 reason="adapter.fault",
                 message="the adapter failed unexpectedly",
             )
-        if current is None or current.body is None:
+        if not found or current is None:
             return adapter_pb2.ReadResponse(found=False)
         return adapter_pb2.ReadResponse(
-            found=True,
-            resource_json=canonicalize(current.body),
-            fhir_version=current.fhir_version,
+            found=True, resource_json=resource_json, fhir_version=current.fhir_version
         )
 
     def ReadBack(
@@ -245,8 +247,10 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
                 raise token_error("token.scope", "a write token does not authorize a read")
             if not self._jti.consume(verified.jti, verified.expires_at):
                 raise token_error("token.replayed", "this token was already used")
-            fhir_id, version = request.fhir_id[:64], request.fhir_version[:64]
-            if not fhir_id or not version:
+            fhir_id, version = request.fhir_id, request.fhir_version
+            if not all(_FHIR_ID.fullmatch(v) and v.strip(".") for v in (fhir_id, version)):
+                # Both go into the read's URL: FHIR ids only (datatypes.html#id), and not a
+                # dot-segment, so no path, query or traversal can be smuggled in.
                 raise payload_error("payload.no_version", "name the stored id and version")
             if verified.operation == "update" and fhir_id != verified.resource_id:
                 raise payload_error("payload.wrong_target", "not the resource the token names")
@@ -255,6 +259,7 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
             )
             if stored is not None:
                 _check_own(verified, stored)
+            stored_json = canonicalize(stored) if stored is not None else b""
             accepted = self._provenance_accepted()
             provenance = (
                 stored is not None
@@ -288,7 +293,7 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
             return adapter_pb2.ReadBackResponse(found=False)
         return adapter_pb2.ReadBackResponse(
             found=True,
-            resource_json=canonicalize(stored),
+            resource_json=stored_json,
             provenance_found=bool(provenance),
             provenance_not_accepted=not accepted,
         )
@@ -319,6 +324,10 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
             result = exchange()
         except AdapterError as exc:
             self._breaker.record(exc.failure not in _BREAKER_FAILURES)
+            raise
+        except Exception:
+            # Counted too: a probe left unreported would hold the breaker half-open for good.
+            self._breaker.record(False)
             raise
         self._breaker.record(True)
         return result
@@ -386,6 +395,9 @@ class AdapterService(adapter_pb2_grpc.AdapterServicer):
             )
         except AdapterError as exc:
             log.warning("provenance not written: reason=%s class=%s", exc.reason, exc.failure)
+            return ""
+        except Exception as exc:  # the write stands whatever happens here: never UNKNOWN
+            log.error("provenance not written: unexpected %s", type(exc).__name__)
             return ""
 
 

@@ -159,7 +159,9 @@ class TokenVerifier:
 def _attempt(detail: dict[str, Any]) -> int:
     attempt = detail.get("attempt", 1)
     if not isinstance(attempt, int) or isinstance(attempt, bool) or not 1 <= attempt <= 1_000_000:
-        raise token_error("token.claims", "authorization_details attempt must be a positive integer")
+        raise token_error(
+            "token.claims", "authorization_details attempt must be a positive integer"
+        )
     return attempt
 
 

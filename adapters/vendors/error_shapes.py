@@ -10,7 +10,7 @@ from typing import Final
 import httpx
 
 from adapters.errors import AdapterError, FailureClass
-from adapters.fhir_client import retry_after_seconds
+from adapters.fhir_client import diagnostics, retry_after_seconds
 from adapters.vendors.profile import ErrorRule, VendorProfile
 
 _MAX_MESSAGE: Final = 600
@@ -46,19 +46,9 @@ def vendor_failure(
 def describe(response: httpx.Response) -> str:
     """What the answer said, for the agent: an OperationOutcome's `code: diagnostics`, else the
     body's printable text (tags dropped), bounded. Returned to the sidecar, never logged."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
-        parts = []
-        for issue in body.get("issue", [])[:5]:
-            if isinstance(issue, dict):
-                said = issue.get("diagnostics")
-                parts.append(
-                    f"{issue.get('code', '')}" + (f": {said}" if isinstance(said, str) else "")
-                )
-        return "; ".join(parts)[:_MAX_MESSAGE]
+    said = diagnostics(response)
+    if said:
+        return said[:_MAX_MESSAGE]
     plain = _UNPRINTABLE.sub(" ", _TAGS.sub(" ", response.text))
     return " ".join(plain.split())[:200]
 

@@ -22,6 +22,7 @@ replay window.
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 import sqlite3
@@ -234,7 +235,8 @@ class AuthServer:
         try:
             compact = jws.extract_compact(assertion.encode("ascii"))
             unverified = json.loads(compact.payload)
-        except (JoseError, ValueError, UnicodeError):
+        except (JoseError, ValueError, UnicodeError, RecursionError):
+            # RecursionError: a payload of nested arrays within the size limit (not a 500).
             raise OAuthError("invalid_client", "client_assertion is not a signed JWT") from None
         header = compact.protected
         if not isinstance(unverified, dict):
@@ -439,8 +441,9 @@ def _form(content_type: str, body: bytes) -> dict[str, str]:
 
 
 def _is_int(value: Any) -> TypeGuard[int | float]:
-    """A JSON number (a NumericDate, RFC 7519 section 2), not a boolean."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite JSON number (a NumericDate, RFC 7519 section 2), not a boolean: NaN and Infinity
+    are not JSON numbers, and would fail every comparison or conversion later."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _short(value: Any, limit: int = 64) -> str | None:

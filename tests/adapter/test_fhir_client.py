@@ -144,3 +144,22 @@ def test_create_is_conditional_on_the_stamped_identifier_and_lookup_finds_it() -
 def test_lookup_of_an_absent_write_is_none() -> None:
     fhir = client(lambda _: httpx.Response(200, json={"resourceType": "Bundle", "entry": []}))
     assert fhir.find_created("Observation", "pr-1") is None
+
+
+@pytest.mark.parametrize("body", [b"<html>ok</html>", b"[1, 2]", b"[" * 5000 + b"]" * 5000])
+def test_an_answer_that_is_not_a_json_object_is_classified_never_a_crash(body: bytes) -> None:
+    # After a write the EHR may have committed: ambiguous (looked up). For a read: its fault.
+    created = failure_of(lambda _: httpx.Response(201, content=body))
+    assert (created.failure, created.reason) == (FailureClass.AMBIGUOUS, "fhir.malformed_answer")
+    with pytest.raises(AdapterError) as info:
+        client(lambda _: httpx.Response(200, content=body)).read_version("Observation", "o", "1")
+    assert (info.value.failure, info.value.reason) == (
+        FailureClass.SERVER_ERROR,
+        "fhir.malformed_answer",
+    )
+
+
+def test_an_operation_outcome_of_the_wrong_shape_still_classifies() -> None:
+    odd = {"resourceType": "OperationOutcome", "issue": {"code": "invalid"}}
+    error = failure_of(lambda _: httpx.Response(422, json=odd))
+    assert (error.failure, error.message) == (FailureClass.VALIDATION, "HTTP 422")

@@ -73,3 +73,27 @@ def test_a_probe_released_unsent_leaves_the_breaker_half_open() -> None:
     breaker.release()  # held back by the rate limit: it never reached the EHR
     assert breaker.state == "half_open"
     assert breaker.admit().probe
+
+
+def test_a_probe_that_fails_unexpectedly_is_counted_so_the_breaker_recovers() -> None:
+    # The adapter's one exchange (AdapterService._guarded): an EHR answer that breaks the
+    # client in an unforeseen way must still report the probe, or the breaker stays half-open.
+    from typing import Any, cast
+
+    from adapters.server import AdapterService
+
+    clock = Clock()
+    breaker = CircuitBreaker(threshold=1, cool_down=5.0, clock=clock)
+    service = AdapterService(cast(Any, None), cast(Any, None), cast(Any, None), breaker=breaker)
+    breaker.record(False)
+    clock.now += 5
+
+    def broken() -> None:
+        raise TypeError("an answer of a shape nobody expected")
+
+    with pytest.raises(TypeError):
+        service._guarded(broken)
+    assert breaker.state == "open"  # counted as a failure, not left half-open
+    clock.now += 5
+    assert service._guarded(lambda: "answered") == "answered"
+    assert breaker.state == "closed"

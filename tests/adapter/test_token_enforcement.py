@@ -368,3 +368,24 @@ def test_a_malformed_attempt_is_refused(adapter_stack: Stack, attempt: object) -
         "token.claims",
     )
     assert stored_for(adapter_stack, grant) == []
+
+
+@pytest.mark.parametrize(
+    ("fhir_id", "version"),
+    [("o-1/_history/1?x=", "1"), ("..", "1"), ("o-1", "1/../../Patient/p-other"), ("", "1")],
+)
+def test_a_read_back_names_a_fhir_id_and_version_nothing_else(
+    adapter_stack: Stack, fhir_id: str, version: str
+) -> None:
+    body = canonicalize(observation(value=14.5))
+    grant = replace(grant_for(body), scope="patient/Observation.rs", lookup=True)
+    token = minter(adapter_stack).mint(grant).token
+    with grpc.insecure_channel(adapter_stack.adapter_target) as channel:
+        answer = adapter_pb2_grpc.AdapterStub(channel).ReadBack(
+            adapter_pb2.LookupRequest(
+                token=token, resource_json=body, fhir_id=fhir_id, fhir_version=version
+            ),
+            timeout=10,
+        )
+    assert not answer.found
+    assert answer.reason == "payload.no_version"

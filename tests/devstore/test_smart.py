@@ -120,6 +120,16 @@ def smart(auth_store: StoreProcess) -> Iterator[Smart]:
         yield Smart(auth_store, http)
 
 
+def nested_payload(depth: int) -> str:
+    """A JWS-shaped token whose payload is `depth` nested JSON arrays."""
+
+    def part(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    header = json.dumps({"alg": "RS384", "typ": "JWT", "kid": "rsa-1"}).encode()
+    return f"{part(header)}.{part(b'[' * depth + b']' * depth)}.{part(b'x' * 256)}"
+
+
 def unsigned(claims: dict[str, Any]) -> str:
     """An `alg: none` JWT (RFC 7519 section 6): no signature at all."""
 
@@ -196,6 +206,13 @@ def _cases(smart: Smart) -> list[tuple[str, Callable[[], httpx.Response], str, s
          "invalid_client", "typ must be JWT"),
         ("not a JWT", lambda: smart.request("not-a-jwt"),
          "invalid_client", "not a signed JWT"),
+        # Nested arrays within the size limit: refused, never a 500 from the JSON parser.
+        ("nested payload", lambda: smart.request(nested_payload(2500)),
+         "invalid_client", "not a signed JWT"),
+        ("exp NaN", lambda: smart.request(smart.assertion(exp=float("nan"))),
+         "invalid_client", "exp"),
+        ("exp Infinity", lambda: smart.request(smart.assertion(exp=float("inf"))),
+         "invalid_client", "exp"),
         ("client_id differs", lambda: smart.request(client_id="reader"),
          "invalid_client", "client_id does not match"),
         ("no assertion", lambda: smart.request(client_assertion="-", client_assertion_type="-"),
