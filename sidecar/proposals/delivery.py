@@ -87,6 +87,15 @@ class Delivery:
             else (),
         )
 
+    @property
+    def token_attempt(self) -> int:
+        """The next attempt's number for its token (the adapter treats any but 1 as a resend).
+        A replayed dead letter starts a fresh budget (`attempts` 0) but keeps its last token's
+        `jti`: it was sent before, so it is never a first attempt again."""
+        if self.attempts == 0 and self.jti:
+            return 2
+        return self.attempts + 1
+
     def to_json(self) -> dict[str, Any]:
         return {
             "attempts": self.attempts,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import random
 import sqlite3
@@ -68,6 +67,7 @@ from sidecar.storage.store import ProposalStore
 from sidecar.tokens.mint import MintedToken, TokenMinter, WriteGrant, WriteProvenance
 from sidecar.validation.fhir import ValidatedWrite, validate_write
 from sidecar.validation.request import validate_request_fields
+from sidecar.validation.strict_json import loads_strict
 
 log = logging.getLogger("chartgate.sidecar")
 
@@ -493,8 +493,9 @@ class ProposalService:
         else:
             stored_sha = hashlib.sha256(read.resource_json).hexdigest()
             try:
-                stored = json.loads(read.resource_json)
-                intended = json.loads(record.payload)
+                # The EHR's answer is as hostile as an agent's: bounded depth, no duplicate names.
+                stored = loads_strict(read.resource_json)
+                intended = loads_strict(record.payload)
             except ValueError:
                 stored, intended = None, None
             if not isinstance(stored, dict) or not isinstance(intended, dict):
@@ -563,7 +564,13 @@ class ProposalService:
             durable=False,
         )
         decision = self._evaluate(record)
-        record = self._apply_decision(record, decision)
+        try:
+            record = self._apply_decision(record, decision)
+        except IllegalTransition:
+            # Another process (a concurrent retry with the same key) decided it first: report
+            # where that one got to, as every compare-and-set loser does.
+            current = guard_storage(lambda: self._store.get(record.proposal_id))
+            return current if current is not None else record
         if record.state is State.APPROVED:
             record = self.submit(record)
         return record
@@ -736,7 +743,7 @@ class ProposalService:
             # approved, and the sweeper sends it when the pause is over. Nothing is lost.
             return self._hold_back(record)
         delivery = Delivery.of(record.delivery)
-        token = self._token(record, attempt=delivery.attempts + 1)
+        token = self._token(record, attempt=delivery.token_attempt)
         if token is None:
             return self._approval_lapsed(record, expected)
         minted, scope = token.minted, token.scope

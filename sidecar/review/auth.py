@@ -17,7 +17,6 @@ nothing else.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import re
 import threading
@@ -41,6 +40,8 @@ from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
 from joserfc.jwt import JWTClaimsRegistry
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sidecar.validation.strict_json import loads_strict
 
 log: Final = logging.getLogger("chartgate.review.auth")
 
@@ -458,8 +459,10 @@ def _parse_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any], _Sign
         # RFC 7797 unencoded payloads are not JWTs (RFC 7797 §7); joserfc would honour them.
         raise ReviewerAuthError("reviewer.token_malformed", "the token uses an unencoded payload")
     try:
-        claims = json.loads(obj.payload, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
+        # A claim named twice (the last would silently win: another sub, roles or tenants) is
+        # refused with the rest of what is not JSON.
+        claims = loads_strict(obj.payload)
+    except ValueError:
         raise ReviewerAuthError(
             "reviewer.token_malformed", "the token's payload is not a JSON object"
         ) from None
@@ -482,11 +485,6 @@ def _registry(algorithms: Sequence[str] | None = None) -> JWSRegistry:
     registry.max_header_length = 4096
     registry.max_payload_length = MAX_AUTHORIZATION_LENGTH
     return registry
-
-
-def _refuse_constant(name: str) -> object:
-    # Python's json accepts NaN and Infinity; JSON (RFC 8259) does not.
-    raise ValueError(f"{name} is not JSON")
 
 
 # --- keys ---------------------------------------------------------------------------------------
@@ -606,8 +604,8 @@ def _parse_jwks(data: bytes) -> KeySet:
     if len(data) > MAX_JWKS_BYTES:
         raise _JwksError(f"JWKS larger than {MAX_JWKS_BYTES} bytes")
     try:
-        document = json.loads(data, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
+        document = loads_strict(data)
+    except ValueError:
         raise _JwksError("JWKS is not JSON") from None
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise _JwksError("JWKS is not an object with a keys array")

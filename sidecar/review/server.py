@@ -48,6 +48,7 @@ _REJECTION: Final = {
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
+_MAX_AGE_SECONDS: Final = 366 * 86400  # a year: older than any approval window
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -159,7 +160,7 @@ class ReviewServicer:
                 tier=_TIER_NAMES.get(request.tier),
                 patient_id=request.patient_id[:64] or None,
                 resource_type=request.resource_type[:64] or None,
-                min_age_seconds=max(0, request.min_age_seconds),
+                min_age_seconds=min(max(0, request.min_age_seconds), _MAX_AGE_SECONDS),
                 limit=request.limit or 100,
             )
             return review_pb2.ListPendingResponse(items=[to_item(v) for v in views])
@@ -177,7 +178,7 @@ class ReviewServicer:
                 tier=_TIER_NAMES.get(request.tier),
                 patient_id=request.patient_id[:64] or None,
                 resource_type=request.resource_type[:64] or None,
-                min_age_seconds=max(0, request.min_age_seconds),
+                min_age_seconds=min(max(0, request.min_age_seconds), _MAX_AGE_SECONDS),
                 limit=request.limit or 100,
                 state=State.MISMATCH,
             )

@@ -359,20 +359,25 @@ class ReviewService:
                 payload_sha256=record.payload_sha256,
             )
         )
-        rejected = guard_storage(
-            lambda: self._store.transition(
-                record.proposal_id,
-                State.PENDING_APPROVAL,
-                State.REJECTED,
-                reasons=(*record.reasons, reason),
-                rejection={
-                    "code": code,
-                    "message": reason["message"],
-                    "issuer": reviewer.issuer,
-                    "subject": reviewer.subject,
-                },
+        try:
+            rejected = guard_storage(
+                lambda: self._store.transition(
+                    record.proposal_id,
+                    State.PENDING_APPROVAL,
+                    State.REJECTED,
+                    reasons=(*record.reasons, reason),
+                    rejection={
+                        "code": code,
+                        "message": reason["message"],
+                        "issuer": reviewer.issuer,
+                        "subject": reviewer.subject,
+                    },
+                )
             )
-        )
+        except IllegalTransition as exc:  # decided or expired since it was read just above
+            raise ReviewNotPossible(
+                "the proposal is no longer pending approval; nothing was changed"
+            ) from exc
         return self._view(reviewer, rejected)
 
     def amend(

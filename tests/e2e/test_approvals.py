@@ -136,6 +136,9 @@ def test_an_approval_tier_write_is_written_once_only_after_an_authorized_approva
     assert written(stack, "Observation", pid) == 0
     # The reviewer sees what will be written, and who must approve.
     alice = ReviewClient(stack.review_target, token(issuer, "alice", "clinician"))
+    # Any age filter is answered (the largest int64 included), never a retryable fault.
+    assert pid in {i.proposal.proposal_id for i in alice.list_pending(min_age_seconds=0)}
+    assert alice.list_pending(min_age_seconds=2**63 - 1) == []
     item = alice.show(pid)
     assert json.loads(item.resource_json)["valueQuantity"]["value"] == 98
     assert list(item.approver_roles) == ["clinician"]

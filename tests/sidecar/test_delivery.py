@@ -59,6 +59,8 @@ class Ehr:
     stored: Counter[bytes] = field(default_factory=Counter)
     sends: list[bytes] = field(default_factory=list)
     jtis: list[str] = field(default_factory=list)
+    # The `attempt` each write's token carried (the adapter treats any but 1 as a resend).
+    attempts: list[int] = field(default_factory=list)
     lookups: int = 0
 
 
@@ -90,6 +92,7 @@ class ScriptedAdapter:
         with self.lock:
             claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
             self.ehr.jtis.append(claims["jti"])
+            self.ehr.attempts.append(claims["authorization_details"][0]["attempt"])
             step = self.script.pop(0) if self.script else "ok"
             if step == "refused":  # connection refused: nothing reached the EHR
                 return AdapterOutcome(ok=False, failure="transport", reason="adapter.unreachable")
@@ -155,6 +158,7 @@ class Reading(ScriptedAdapter):
         self.alter: Callable[[dict[str, Any]], None] | None = None
         self.read_fails = False
         self.provenance = True
+        self.raw: bytes | None = None  # the read-back's exact bytes, when set
 
     def read_back(
         self, token: str, canonical_payload: bytes, fhir_id: str, fhir_version: str
@@ -163,6 +167,8 @@ class Reading(ScriptedAdapter):
             return ReadBackOutcome(found=False, failure="transport", reason="ehr.no_answer")
         if not self.ehr.stored[canonical_payload]:
             return ReadBackOutcome(found=False)
+        if self.raw is not None:
+            return ReadBackOutcome(found=True, resource_json=self.raw, provenance_found=True)
         stored = {**json.loads(canonical_payload), "id": fhir_id, "meta": {"versionId": "1"}}
         if self.alter is not None:
             self.alter(stored)
@@ -572,6 +578,10 @@ def test_a_replay_sends_an_absent_write_with_a_fresh_token_and_budget(tmp_path: 
     sweep(parts)
     assert current(parts, parked.proposal_id).state in WRITTEN
     assert len(set(parts.ehr.jtis)) == 4
+    # Sent before: with its fresh budget a replay is still a resend, never a first attempt
+    # (which would rewrite the first attempt's Provenance in a transaction).
+    assert parts.ehr.attempts[0] == 1
+    assert all(attempt > 1 for attempt in parts.ehr.attempts[1:])
     assert list(parts.ehr.stored.values()) == [1]
     assert "deadletter.replayed" in parts.kinds()
     parts.store.close()
@@ -659,3 +669,43 @@ def test_a_read_back_that_fails_is_retried_then_a_missing_provenance_is_a_mismat
         final.reconciliation["differences"]
     )
     assert final.reconciliation["attempts"] == 2
+
+
+def test_a_hostile_read_back_is_a_mismatch_and_the_sweep_goes_on(parts: Parts) -> None:
+    # An EHR answer nested past the parser's recursion: refused like an agent's, never an
+    # exception that would stop every later reconciliation.
+    first = parts.service.propose(vital(98))
+    parts.adapter.raw = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    sweep(parts)
+    assert current(parts, first.proposal_id).state is State.MISMATCH
+    parts.adapter.raw = None
+    second = parts.service.propose(vital(99))
+    sweep(parts)
+    assert current(parts, second.proposal_id).state is State.RECONCILED
+
+
+def test_a_proposal_another_process_decided_first_is_reported_not_refused(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two calls with one key at once: while this one evaluates policy, the other decides and
+    # sends the write. This one loses the compare-and-set and reports where the other got to.
+    from sidecar.storage.records import ProposalQuery
+
+    evaluate = parts.engine.evaluate
+    raced: list[State] = []
+    calls = 0
+
+    def racing(policy_input: Mapping[str, Any]) -> Decision:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # this call's evaluation: the other process decides in the meantime
+            [waiting] = parts.store.find(ProposalQuery(states=(State.VALIDATED,)))
+            raced.append(parts.service.resume(waiting).state)
+        return evaluate(policy_input)
+
+    monkeypatch.setattr(parts.engine, "evaluate", racing)
+    record = parts.service.propose(vital(90))
+    assert raced == [State.ACCEPTED]
+    assert record.state in WRITTEN
+    assert list(parts.ehr.stored.values()) == [1]
+    assert len(parts.ehr.sends) == 1
