@@ -81,7 +81,13 @@ def sign_in(console_url: str, issuer_url: str, user: str, start: str = "/queue")
     http = httpx.Client(base_url=console_url, follow_redirects=False, timeout=30.0)
     response = http.get(start)
     assert response.status_code == 303, response.text
-    response = http.get(response.headers["location"])  # /login?next=...
+    signed_in(http, issuer_url, user, response.headers["location"])  # /login?next=...
+    return http
+
+
+def signed_in(http: httpx.Client, issuer_url: str, user: str, login: str) -> httpx.Response:
+    """The page the console answers once `user` has signed in through `login` (a /login URL)."""
+    response = http.get(login)
     assert response.status_code == 303, response.text
     authorize = response.headers["location"]
     assert authorize.startswith(f"{issuer_url}/authorize?")
@@ -93,7 +99,7 @@ def sign_in(console_url: str, issuer_url: str, user: str, start: str = "/queue")
     callback = answer.headers["location"]
     response = http.get(callback)
     assert response.status_code == 200, response.text
-    return http
+    return response
 
 
 def csrf_token(page: str) -> str:

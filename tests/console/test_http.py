@@ -7,7 +7,7 @@ reviewer's journeys in Chromium.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
@@ -15,7 +15,14 @@ import pytest
 from chartgate.v1 import gateway_pb2
 from console.security import CONTENT_SECURITY_POLICY
 from sidecar.client import ChartgateClient
-from tests.console.support import Site, csrf_token, lab_draft, medication_order, sign_in
+from tests.console.support import (
+    Site,
+    csrf_token,
+    lab_draft,
+    medication_order,
+    sign_in,
+    signed_in,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -148,9 +155,22 @@ def test_signed_out_pages_send_the_browser_to_sign_in_and_posts_do_nothing(site:
     assert forged.status_code == 400
     assert "does not match a sign-in started in this browser" in forged.text
     assert "chartgate-session" not in http.cookies
-    # An open redirect after sign-in is not possible: `next` must be a local path.
-    login = http.get("/login", params={"next": "//evil.example/x"})
-    assert login.status_code == 303
+    # An open redirect after sign-in is not possible: `next` must be a local path. Signed in
+    # through such a link, the browser is sent to the queue, never to the other site.
+    for hostile in ("//evil.example/x", "https://evil.example/x", "/\\evil.example"):
+        browser = httpx.Client(base_url=site.console_url, follow_redirects=False, timeout=30.0)
+        page = signed_in(browser, site.issuer_url, "alice", f"/login?next={quote(hostile)}")
+        assert "evil.example" not in page.text
+        assert 'url=/queue"' in page.text
+        browser.close()
+    # And a local path is kept, so the test above can fail.
+    page = signed_in(
+        httpx.Client(base_url=site.console_url, follow_redirects=False, timeout=30.0),
+        site.issuer_url,
+        "alice",
+        f"/login?next={quote('/proposals/abc')}",
+    )
+    assert 'url=/proposals/abc"' in page.text
 
 
 def test_a_request_for_another_host_name_is_not_served(site: Site) -> None:

@@ -7,8 +7,6 @@ import hashlib
 import json
 import random
 import re
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -741,36 +739,19 @@ def test_the_shipped_data_is_what_version_records() -> None:
 
 
 def test_the_work_per_resource_is_bounded() -> None:
-    """Thousands of items and deep nesting: the walk ends, reports at most 20 problems, and
-    stays in the sub-millisecond-per-hundred-values range."""
+    """Thousands of items and deep nesting: the walk ends and reports at most 20 problems (its
+    speed is bench/profile_validation.py's to measure)."""
     many = changed(
         blood_pressure(),
         "component",
         [{"code": {"text": "x"}, "valueQuantity": {"value": 1, "comparator": "~"}}] * 900,
     )
-    started = time.perf_counter()
     found = check_profiles(many, operation="create")
-    elapsed = time.perf_counter() - started
     assert len(found) == 20
-    assert elapsed < 1.0
     nested: dict[str, Any] = {"url": "http://example.org/e", "valueString": "x"}
     for _ in range(30):
         nested = {"url": "http://example.org/e", "extension": [nested]}
     assert check_profiles({**lab(), "extension": [nested]}, operation="create") == []
-
-
-def test_a_validation_costs_well_under_the_propose_budget() -> None:
-    """A sanity bound far above bench/profile_validation.py's figure (tens of µs): it catches a
-    walk gone quadratic, not noise."""
-    resources = [vital(), blood_pressure(), order(), patient_update(telecom=TELECOM)]
-    check_profiles(vital(), operation="create")
-    samples = []
-    for _ in range(200):
-        started = time.perf_counter()
-        for resource in resources:
-            check_profiles(resource, operation="create" if "id" not in resource else "update")
-        samples.append((time.perf_counter() - started) / len(resources))
-    assert statistics.median(samples) < 0.001
 
 
 def _scrambled(value: Any, rng: random.Random) -> Any:

@@ -6,7 +6,6 @@ import copy
 import json
 import random
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -348,9 +347,7 @@ def test_an_oversized_document_is_refused_before_it_is_parsed(
         raise AssertionError("parsed a document over max_bytes")
 
     monkeypatch.setattr("sidecar.validation.fhir.loads_strict", no_parse)
-    started = time.perf_counter()
     assert reasons(resource_json="[" * 1_000_000) == {"resource_json": "input.too_large"}
-    assert time.perf_counter() - started < 0.05
 
 
 def test_fields_include_meta_elements_and_narrative() -> None:

@@ -12,7 +12,6 @@ import grpc
 import httpx
 import pytest
 
-from adapters.server import AdapterConfig
 from adapters.vendors.profile import INTERACTIONS, VendorProfile
 from adapters.vendors.registry import get_profile, profile_names
 from chartgate import keys
@@ -25,12 +24,6 @@ from chartgate.write_token import PROPOSAL_IDENTIFIER_SYSTEM
 from sidecar.tokens.mint import TokenMinter, WriteGrant
 from tests.adapter.vendors.fake_ehr import body_for, examples
 from tests.support import fhir_search
-
-pytestmark = pytest.mark.skipif(
-    "vendor" not in AdapterConfig.model_fields,
-    reason="the adapter has no --vendor yet: apply the issue 12 wiring (adapters/server.py, "
-    "chartgate/cli.py) to run these",
-)
 
 PATIENT = "p-vendor"
 SEEDED = "obs-seed"
