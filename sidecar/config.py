@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from chartgate.smart_scope import ScopeError, parse_scope
 from sidecar.review.auth import IssuerConfig
+from sidecar.validation.profiles import UnknownProfile, check_settings
 from sidecar.validation.strict_json import loads_strict
 
 
@@ -140,6 +141,14 @@ class SidecarConfig(BaseModel):
             except ScopeError as exc:
                 raise ValueError(f"scope {scope[:200]!r}: {exc}") from None
         return scopes
+
+    @model_validator(mode="after")
+    def _profiles_are_shipped(self) -> SidecarConfig:
+        try:
+            check_settings(self.required_profiles, self.must_support)
+        except UnknownProfile as exc:
+            raise ValueError(f"required_profiles / must_support: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _review_needs_issuers(self) -> SidecarConfig:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from chartgate.canonical import CanonicalizationError, CanonicalPayload, canonicalize, sha256_hex
 from chartgate.compartment import PATIENT_ELEMENT
 from sidecar.errors import FieldViolation, InvalidProposal
-from sidecar.validation.profiles import check_profiles
+from sidecar.validation.profiles import applicable, check_profiles
 from sidecar.validation.profiles import preload as preload_profiles
 from sidecar.validation.references import patient_reference_violations
 from sidecar.validation.strict_json import (
@@ -150,7 +150,10 @@ def validate_write(
         # accepted: they read elements by the types the model has just checked.
         violations.extend(
             check_profiles(
-                resource, operation=operation, profiles=profiles, must_support=must_support
+                resource,
+                operation=operation,
+                profiles=applicable(profiles, resource_type),
+                must_support=must_support,
             )
         )
     resource_id = resource.get("id")

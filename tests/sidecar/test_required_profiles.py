@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from sidecar.config import SidecarConfig
 from sidecar.errors import InvalidProposal
 from sidecar.proposals.lifecycle import State
 from sidecar.proposals.service import ProposeCommand
@@ -17,9 +19,8 @@ from sidecar.storage.records import ProposalContext
 from tests.sidecar.test_delivery import PATIENT, build
 from tests.sidecar.test_profile_validation import INVALID
 
-US_CORE_MEDICATION_REQUEST = (
-    "http://hl7.org/fhir/us/core/StructureDefinition/us-core-medicationrequest"
-)
+US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition/"
+US_CORE_MEDICATION_REQUEST = US_CORE + "us-core-medicationrequest"
 
 
 def order(key: str) -> ProposeCommand:
@@ -123,3 +124,30 @@ def test_each_invalid_resource_is_refused_by_the_pipeline_before_any_token(
     assert "token.minted" not in parts.kinds()
     assert parts.ehr.sends == []
     parts.store.close()
+
+
+def test_a_profile_of_another_type_applies_to_that_type_only(tmp_path: Path) -> None:
+    # An EHR requiring US Core Patient: its Patients are checked against it, its orders are not
+    # (they were refused with a retryable fault, every one, before).
+    parts = build(
+        tmp_path,
+        agent_scopes=("patient/MedicationRequest.c",),
+        required_profiles=(US_CORE + "us-core-patient",),
+    )
+    assert parts.service.propose(order("other-type")).state is State.PENDING_APPROVAL
+    parts.store.close()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"required_profiles": ("http://example.org/StructureDefinition/not-shipped",)},
+        {"must_support": ("Observation.notAnElement",)},
+        {"must_support": ("Widget.code",)},
+    ],
+)
+def test_a_profile_setting_that_cannot_be_checked_stops_the_sidecar_at_start(
+    tmp_path: Path, settings: dict[str, Any]
+) -> None:
+    with pytest.raises(ValidationError, match="required_profiles / must_support"):
+        SidecarConfig(agent_id="a", tenant_id="t", **settings)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from sidecar.validation.profiles.check import (
     UnknownProfile,
+    applicable,
     check_profiles,
+    check_settings,
     known_profiles,
     preload,
     profiles_for,
@@ -30,7 +32,9 @@ __all__ = [
     "REQUIRED",
     "TYPE",
     "UnknownProfile",
+    "applicable",
     "check_profiles",
+    "check_settings",
     "known_profiles",
     "preload",
     "profiles_for",

@@ -60,6 +60,30 @@ def known_profiles(resource_type: str) -> list[str]:
     return sorted(url for url, root in compiled().roots.items() if root.name == resource_type)
 
 
+def check_settings(profiles: Sequence[str] | None, must_support: Collection[str]) -> None:
+    """An EHR's required profiles and must-support paths (sidecar configuration), checked once
+    at start: each profile must be shipped and each path an element of its type; else
+    UnknownProfile. A bad setting stops the sidecar, not every proposal."""
+    state = compiled()
+    unknown = [p for p in profiles or () if canonical(p) not in state.roots]
+    if unknown:
+        raise UnknownProfile(f"not shipped profiles: {sorted(unknown)[:10]}")
+    paths = [p for p in must_support if p not in state.element_paths.get(p.split(".", 1)[0], ())]
+    if paths:
+        raise UnknownProfile(f"not elements of a shipped resource type: {sorted(paths)[:10]}")
+
+
+def applicable(profiles: Sequence[str] | None, resource_type: str) -> tuple[str, ...] | None:
+    """Of an EHR's required profiles (for all types), those of `resource_type`; None (the
+    defaults) stays None."""
+    if profiles is None:
+        return None
+    roots = compiled().roots
+    return tuple(
+        p for p in profiles if (root := roots.get(canonical(p))) and root.name == resource_type
+    )
+
+
 def profiles_for(resource: Mapping[str, Any], profiles: Sequence[str] | None = None) -> list[str]:
     """The structures `resource` is checked against: `profiles` (or the defaults: US Core for
     the type where shipped, the vital-signs profile an Observation's code calls for), plus the
