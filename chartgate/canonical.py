@@ -71,8 +71,8 @@ def canonicalize(value: Any) -> bytes:
 
 
 def reference_canonicalize(value: Any) -> bytes:
-    """RFC 8785 bytes from the `rfc8785` library alone: the yardstick verifiers use, so a defect
-    in the shortcut of `canonicalize` shows up as a verification failure, not as agreement."""
+    """RFC 8785 bytes from the `rfc8785` library alone: the yardstick the tests hold the shortcut
+    of `canonicalize` to (the audit verifier uses `canonicalize` itself, for speed)."""
     try:
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:

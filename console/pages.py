@@ -122,7 +122,7 @@ class ReviewPages:
         except ReviewRefused as refusal:
             return self.web.refused(request, session, refusal, back=f"/proposals/{quote(pid)}")
         p = item.proposal
-        log.info("approved %s by %s", pid, session.reviewer.subject)
+        log.info("approved %r by %r", pid, session.reviewer.subject)
         if p.fhir_id:
             session.flash("ok", f"Approved. Written to the chart as {p.resource_type}/{p.fhir_id}.")
         elif p.state == gateway_pb2.PROPOSAL_STATE_PENDING_APPROVAL:
@@ -156,7 +156,7 @@ class ReviewPages:
             await self.web.call(session, lambda c: c.reject(pid, code, message))
         except ReviewRefused as refusal:
             return self.web.refused(request, session, refusal, back=f"/proposals/{quote(pid)}")
-        log.info("rejected %s by %s (%s)", pid, session.reviewer.subject, code)
+        log.info("rejected %r by %r (%r)", pid, session.reviewer.subject, code)
         session.flash("ok", f"Rejected ({REJECTION_LABELS[code]}). The agent is told the reason.")
         return RedirectResponse(f"/proposals/{quote(pid)}", 303)
 
@@ -208,7 +208,7 @@ class ReviewPages:
                 return self.web.refused(request, session, again, back="/queue")
             return self.amend_page(session, item, text, 400, refusal)
         amended = item_view(answer.amendment, session.reviewer, self.web.now())
-        log.info("amended %s into %s by %s", pid, amended.id, session.reviewer.subject)
+        log.info("amended %r into %r by %r", pid, amended.id, session.reviewer.subject)
         session.flash(
             "ok",
             "Amendment submitted as a new proposal; policy evaluated it again: "

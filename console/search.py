@@ -10,10 +10,13 @@ then covers decided proposals without any other change.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
+
+import grpc
 
 from chartgate.v1 import review_pb2
 from sidecar.audit.index import Query, search_logs
@@ -93,16 +96,25 @@ class AuditIndexSearch:
         self._logs = tuple(logs)
 
     def search(self, review: ReviewClient, query: SearchQuery) -> SearchResult:
-        hits = search_logs(
-            self._logs,
-            Query(
-                patient=query.patient or None,
-                encounter=query.encounter or None,
-                agent=query.agent or None,
-                reviewer=query.reviewer or None,
-                limit=10_000,
-            ),
-        )
+        try:
+            hits = search_logs(
+                self._logs,
+                Query(
+                    patient=query.patient or None,
+                    encounter=query.encounter or None,
+                    agent=query.agent or None,
+                    reviewer=query.reviewer or None,
+                    limit=10_000,
+                ),
+            )
+        except (OSError, sqlite3.Error):
+            # The log or its index is missing or locked: a refusal the page shows, not a 500.
+            raise ReviewRefused(
+                grpc.StatusCode.UNAVAILABLE,
+                "the audit index cannot be read right now; try again shortly",
+                "audit.unavailable",
+                [],
+            ) from None
         ids: list[str] = []
         for hit in reversed(hits):  # most recently active first
             try:

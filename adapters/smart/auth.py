@@ -189,7 +189,9 @@ class BackendServicesAuth(httpx.Auth):
         token = _parse_token(response, started, self._margin)
         self._cached = token
         log.info(
-            "SMART access token obtained: expires_in=%d s, scope=%s", token.expires_in, token.scope
+            "SMART access token obtained: expires_in=%d s, scope=%s",
+            token.expires_in,
+            _printable(token.scope, 300),  # the EHR's words: bounded, control characters out
         )
         return token
 

@@ -57,7 +57,8 @@ class FaultInjector:
             await self.app(scope, receive, send)
             return
         # Method and path only: the query string can carry identifiers (PHI).
-        log.info("fault %s injected: %s %s", fault.kind, scope["method"], scope["path"])
+        # %r: the path arrives percent-decoded, and a line break in it must not forge a log line.
+        log.info("fault %s injected: %s %r", fault.kind, scope["method"], scope["path"][:200])
         await self._inject(fault, scope, receive, send)
 
     async def _inject(self, fault: Fault, scope: Scope, receive: Receive, send: Send) -> None:

@@ -37,6 +37,7 @@ from sidecar.audit.records import (
     json_nesting_exceeds,
     utc_timestamp,
 )
+from sidecar.validation.strict_json import loads_strict
 
 AUDIT_ROLE = "audit"
 ROLES = frozenset({"audit", "token", "review"})
@@ -266,8 +267,9 @@ class Keyring:
         if json_nesting_exceeds(data, _MAX_DEPTH):
             raise KeyringError(f"{source}: JSON nested deeper than {_MAX_DEPTH} levels")
         try:
-            value = json.loads(data)
-        except (ValueError, RecursionError) as exc:
+            # A member named twice (a second `keys`, a second `kid`) is refused, not last-wins.
+            value = loads_strict(data)
+        except ValueError as exc:
             raise KeyringError(f"{source} is not JSON: {str(exc)[:200]}") from None
         if isinstance(value, dict) and "keys" in value:
             extra = set(value) - {"keys"}

@@ -206,8 +206,10 @@ def encode_head(body: Mapping[str, Any], kid: str, kind: str) -> tuple[dict[str,
     appender runs it outside its lock (`canonicalize` takes the stdlib encoder's shortcut on
     the usual ids and hashes). The remaining members (`prev`, `seq`, `sig`, `ts`, `v`) are hex,
     an integer, base64url and a fixed-format ASCII timestamp, whose canonical form is the plain
-    text, so they are appended as bytes. The verifier re-canonicalizes every line with the
-    reference `rfc8785` alone, so it checks both shortcuts on every record."""
+    text, so they are appended as bytes. The verifier re-canonicalizes every line with the same
+    `canonicalize` (for its speed, docs/audit.md): the stdlib shortcut is taken only where it
+    provably equals RFC 8785, and tests hold it to `reference_canonicalize` on random documents;
+    a verifier written elsewhere checks the bytes against RFC 8785 independently."""
     clean = _checked_body(body)
     try:
         whole = canonicalize({"body": clean, "kid": kid, "kind": kind})

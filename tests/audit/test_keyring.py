@@ -151,3 +151,16 @@ def test_merge_refuses_duplicate_kids(
     assert set(merge([a, b]).keys) == {signing_key.kid, other_key.kid}
     with pytest.raises(KeyringError, match="duplicate kid"):
         merge([a, a])
+
+
+def test_a_member_named_twice_is_refused(tmp_path: Path, signing_key: keys.SigningKey) -> None:
+    # With plain json.loads the second `keys` (or `kid`) would silently replace the first.
+    genuine = json.dumps([jwk(signing_key)])
+    path = tmp_path / "twice.json"
+    path.write_text(f'{{"keys": {genuine}, "keys": []}}')
+    with pytest.raises(KeyringError, match="is not JSON"):
+        Keyring.load(path)
+    entry = json.dumps(jwk(signing_key))
+    path.write_text(f'{{"keys": [{entry[:-1]}, "kid": "audit-AAAAAAAAAAAAAAAA"}}]}}')
+    with pytest.raises(KeyringError, match="is not JSON"):
+        Keyring.load(path)
