@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+import pytest
 
 from chartgate import keys
 from chartgate.v1 import gateway_pb2, review_pb2
@@ -81,3 +82,15 @@ def test_search_finds_decided_proposals_by_each_criterion_within_the_tenant(
     assert found(search, review, reviewer="alice") == ["pr-b1"]
     assert found(search, review, patient="p-nobody") == []
     assert "audit log" in search.scope
+
+
+def test_an_audit_log_that_cannot_be_read_is_a_refusal_the_page_shows(tmp_path: Path) -> None:
+    search = AuditIndexSearch([tmp_path / "missing" / "audit.jsonl"])
+    review = TenantReview(set())
+    with pytest.raises(ReviewRefused) as refused:
+        search.search(review, SearchQuery(patient="p-1"))  # type: ignore[arg-type]
+    assert (refused.value.code, refused.value.reason) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "audit.unavailable",
+    )
+    assert review.asked == []
